@@ -1,0 +1,161 @@
+"""CPU-side preprocessing: decode, orient, convert to RGB, resize and crop to uint8 pixels.
+
+Only the geometric part runs on the CPU; rescale and mean/std normalisation live inside the
+exported graph (see `models.towers.PixelNormalize`), so batches travel as compact uint8 arrays.
+The rules reproduce the reference processors exactly (Hugging Face image processors and
+torchvision transforms) so features match the eager model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ResizeMode = Literal["shortest_edge", "exact"]
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+CropRounding = Literal["floor", "round"]
+
+PIL_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessSpec:
+    """How an image becomes model input; travels with the weights and the artifact manifest.
+
+    `resize` is the target of the shortest edge (`shortest_edge`) or `(height, width)` (`exact`).
+    `crop_rounding` is `floor` for Hugging Face processors and `round` for torchvision.
+    """
+
+    resize_mode: ResizeMode
+    resize: tuple[int, int] | int
+    interpolation: Interpolation
+    crop: tuple[int, int] | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale_factor: float = 1 / 255
+    crop_rounding: CropRounding = "floor"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The (height, width) of the uint8 pixels the graph receives."""
+        if self.crop is not None:
+            return self.crop
+        if self.resize_mode == "exact":
+            assert not isinstance(self.resize, int)
+            return self.resize
+        raise ValueError("a shortest-edge resize without a crop gives no fixed input size")
+
+    def to_dict(self) -> dict:
+        return {
+            "resize_mode": self.resize_mode,
+            "resize": self.resize if isinstance(self.resize, int) else list(self.resize),
+            "interpolation": self.interpolation,
+            "crop": list(self.crop) if self.crop else None,
+            "crop_rounding": self.crop_rounding,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "rescale_factor": self.rescale_factor,
+            "channel_order": "RGB",
+            "layout": "NHWC uint8",
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImagePreprocessSpec:
+        resize = data["resize"]
+        return cls(
+            resize_mode=data["resize_mode"],
+            resize=resize if isinstance(resize, int) else (int(resize[0]), int(resize[1])),
+            interpolation=data["interpolation"],
+            crop=tuple(data["crop"]) if data.get("crop") else None,  # type: ignore[arg-type]
+            mean=tuple(data["mean"]),  # type: ignore[arg-type]
+            std=tuple(data["std"]),  # type: ignore[arg-type]
+            rescale_factor=float(data["rescale_factor"]),
+            crop_rounding=data.get("crop_rounding", "floor"),
+        )
+
+
+def decode_image(source: str | Path | Image.Image) -> Image.Image:
+    """Open an image as the reference processors see it, plus EXIF orientation.
+
+    First frame of animated files; any mode converted with `convert("RGB")` exactly as the
+    Hugging Face `convert_rgb` step does. Pillow's decompression-bomb limit stays on.
+    """
+    if isinstance(source, Image.Image):
+        image = ImageOps.exif_transpose(source)
+    else:
+        with Image.open(source) as opened:
+            opened.seek(0)
+            image = ImageOps.exif_transpose(opened)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def shortest_edge_size(height: int, width: int, shortest: int) -> tuple[int, int]:
+    """Output (height, width) of a shortest-edge resize, Hugging Face's rule (int truncation)."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(shortest * long / short)
+    return (new_long, shortest) if width <= height else (shortest, new_long)
+
+
+def resize_target(spec: ImagePreprocessSpec, height: int, width: int) -> tuple[int, int]:
+    if spec.resize_mode == "exact":
+        assert not isinstance(spec.resize, int)
+        return spec.resize
+    assert isinstance(spec.resize, int)
+    return shortest_edge_size(height, width, spec.resize)
+
+
+def center_crop(pixels: np.ndarray, size: tuple[int, int], rounding: CropRounding) -> np.ndarray:
+    """Centre crop of an HWC array, zero-padding when the image is smaller (as HF does)."""
+    crop_h, crop_w = size
+    height, width = pixels.shape[:2]
+    if height < crop_h or width < crop_w:
+        padded = np.zeros((max(height, crop_h), max(width, crop_w), 3), dtype=pixels.dtype)
+        top, left = (padded.shape[0] - height) // 2, (padded.shape[1] - width) // 2
+        padded[top : top + height, left : left + width] = pixels
+        pixels, (height, width) = padded, padded.shape[:2]
+    if rounding == "floor":
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    else:
+        top, left = round((height - crop_h) / 2.0), round((width - crop_w) / 2.0)
+    return pixels[top : top + crop_h, left : left + crop_w]
+
+
+def preprocess_image(image: Image.Image, spec: ImagePreprocessSpec) -> np.ndarray:
+    """Decoded RGB image -> uint8 (H, W, 3) pixels at the graph's input size."""
+    height, width = resize_target(spec, image.height, image.width)
+    if (height, width) != (image.height, image.width):
+        image = image.resize((width, height), resample=PIL_RESAMPLE[spec.interpolation])
+    pixels = np.asarray(image, dtype=np.uint8)
+    if spec.crop is not None:
+        pixels = center_crop(pixels, spec.crop, spec.crop_rounding)
+    return np.ascontiguousarray(pixels)
+
+
+def normalize_pixels(pixels: np.ndarray, spec: ImagePreprocessSpec) -> np.ndarray:
+    """The in-graph normalisation done in numpy: (N, H, W, 3) uint8 -> (N, 3, H, W) float32.
+
+    Used for golden tests and by runtimes that take normalised input; the division matches the
+    graph (`x / 255` is correctly rounded, like HF's float64 rescale cast to float32).
+    """
+    x = pixels.astype(np.float32) / np.float32(1 / spec.rescale_factor)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))
+
+
+def is_integral_reciprocal(value: float) -> bool:
+    return math.isclose(1 / value, round(1 / value), rel_tol=0, abs_tol=1e-9)

@@ -1,0 +1,233 @@
+"""`export()`: load a model, export each tower, validate against eager, write the artifact.
+
+The artifact is built in a staging folder beside the target and renamed into place only after
+every graph passed its gate, so no folder is ever left looking valid when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..engine.runtime.onnxruntime import OrtSession
+from ..errors import ConfigError, ExportValidationError
+from ..models.registry import load_model
+from ..models.spec import LoadedModel, ModelRef, Tower
+from .manifest import (
+    SCHEMA_VERSION,
+    GraphInfo,
+    Manifest,
+    graph_io,
+    hash_folder,
+    library_versions,
+    write_manifest,
+)
+from .onnx_export import DEFAULT_OPSET, export_tower
+from .quantize import Int8Mode, int8_candidates, time_session, to_fp16
+from .validate import (
+    CaseResult,
+    raise_on_failures,
+    summarize,
+    validate_tower,
+    validation_cases,
+)
+
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """User data for validation and int8 calibration: image files and/or texts."""
+
+    images: tuple[Path, ...] = ()
+    texts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: ModelRef
+    output_dir: Path
+    precision: Precision = "fp32"
+    opset: int = DEFAULT_OPSET
+    int8_mode: Int8Mode = "auto"
+    sample: Sample = field(default_factory=Sample)
+    tensorrt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
+
+
+@dataclass(frozen=True)
+class TowerExport:
+    info: GraphInfo
+    results: tuple[CaseResult, ...]
+
+
+def export(config: ExportConfig) -> Path:
+    """Export `config.model` to a validated artifact folder and return its path."""
+    loaded = load_model(config.model)
+    target = Path(config.output_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        graphs = [export_one(tower, staging, config) for tower in loaded.towers]
+        tokenizer_dir = save_tokenizer(loaded, staging)
+        manifest = build_manifest(loaded, config, graphs, tokenizer_dir, staging)
+        write_manifest(staging, manifest)
+        if config.tensorrt:
+            from .tensorrt_artifact import add_tensorrt_engines
+
+            add_tensorrt_engines(staging, manifest)
+        replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
+    fp32_path = export_tower(tower, staging / f"{tower.name}.fp32.onnx", config.opset)
+    fp32_results = validate_tower(tower, OrtSession(fp32_path), "fp32", config.sample.images)
+    raise_on_failures(fp32_results, "fp32")
+    final = staging / f"{tower.name}.onnx"
+    quantization = None
+    if config.precision == "fp32":
+        os.replace(fp32_path, final)
+        results = fp32_results
+    elif config.precision == "fp16":
+        to_fp16(fp32_path, final)
+        results = validate_tower(tower, OrtSession(final), "fp16", config.sample.images)
+        raise_on_failures(results, "fp16")
+        fp32_path.unlink()
+    else:
+        quantization, results = pick_int8(tower, fp32_path, final, config)
+        fp32_path.unlink()
+    inputs, outputs = graph_io(final)
+    return GraphInfo(
+        name=tower.name,
+        file=final.name,
+        precision=config.precision,
+        quantization=quantization,
+        inputs=inputs,
+        outputs=outputs,
+        image_preprocess=tower.image.to_dict() if tower.image else None,
+        text_preprocess=tower.text.to_dict() if tower.text else None,
+        validation={
+            "fp32": summarize(fp32_results, "fp32"),
+            **(
+                {config.precision: summarize(results, config.precision)}
+                if config.precision != "fp32"
+                else {}
+            ),
+        },
+    )
+
+
+def pick_int8(
+    tower: Tower, fp32_path: Path, final: Path, config: ExportConfig
+) -> tuple[str, list[CaseResult]]:
+    """Try the int8 variants; keep the fastest that meets the gate, else fail with all numbers."""
+    calibration = calibration_batches(tower, config.sample)
+    candidates = int8_candidates(fp32_path, final.parent, config.int8_mode, calibration)
+    passing: list[tuple[float, str, Path, list[CaseResult]]] = []
+    failures: list[ExportValidationError] = []
+    timing_inputs = validation_cases(tower)[-1][1]
+    for candidate in candidates:
+        session = OrtSession(candidate.path)
+        results = validate_tower(tower, session, "int8", config.sample.images)
+        try:
+            raise_on_failures(results, "int8")
+        except ExportValidationError as exc:
+            failures.append(exc)
+            continue
+        seconds = time_session(session, timing_inputs)
+        passing.append((seconds, candidate.mode, candidate.path, results))
+    if not passing:
+        mismatches = [m for exc in failures for m in exc.mismatches]
+        tried = ", ".join(c.mode for c in candidates)
+        raise ExportValidationError(f"int8 ({tried}; keep fp32 for this model)", mismatches)
+    _, mode, path, results = min(passing, key=lambda item: item[0])
+    os.replace(path, final)
+    for candidate in candidates:
+        candidate.path.unlink(missing_ok=True)
+    return mode, results
+
+
+def calibration_batches(tower: Tower, sample: Sample) -> list[dict[str, np.ndarray]]:
+    """Calibration inputs from the user's sample (batches of 8), or none."""
+    from ..engine.preprocess import decode_image, preprocess_image
+
+    if tower.name == "image" and sample.images:
+        assert tower.image is not None
+        spec = tower.image
+        pixels = np.stack([preprocess_image(decode_image(p), spec) for p in sample.images])
+        return [{"pixels": pixels[i : i + 8]} for i in range(0, len(pixels), 8)]
+    if tower.name == "text" and sample.texts:
+        assert tower.text is not None
+        texts = list(sample.texts)
+        batches = []
+        for i in range(0, len(texts), 8):
+            encoded = tower.tokenizer(
+                texts[i : i + 8],
+                padding=True,
+                truncation=True,
+                max_length=tower.text.max_length,
+                return_tensors="np",
+            )
+            batches.append(
+                {k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+            )
+        return batches
+    return []
+
+
+def save_tokenizer(loaded: LoadedModel, staging: Path) -> str | None:
+    for tower in loaded.towers:
+        if tower.tokenizer is not None:
+            tower.tokenizer.save_pretrained(staging / "tokenizer")
+            return "tokenizer"
+    return None
+
+
+def build_manifest(
+    loaded: LoadedModel,
+    config: ExportConfig,
+    graphs: Sequence[GraphInfo],
+    tokenizer_dir: str | None,
+    staging: Path,
+) -> Manifest:
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        source=loaded.source,
+        family=loaded.family,
+        fingerprint=loaded.fingerprint,
+        task="image-text"
+        if len(graphs) > 1
+        else ("image" if graphs[0].name == "image" else "text"),
+        precision=config.precision,
+        opset=config.opset,
+        tokenizer_dir=tokenizer_dir,
+        graphs=list(graphs),
+        files=hash_folder(staging),
+        library_versions=library_versions(),
+        valid=True,
+    )
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Swap the finished staging folder into place; an older artifact is removed after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""The artifact manifest: everything the runtime needs, so it never guesses.
+
+Validated on read (pydantic, frozen): a manifest from a newer schema, a graph whose file hash
+changed, or an export that never passed validation is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import ArtifactError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorInfo(Frozen):
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+class GraphInfo(Frozen):
+    name: str
+    file: str
+    precision: str
+    quantization: str | None = None
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    image_preprocess: dict[str, Any] | None = None
+    text_preprocess: dict[str, Any] | None = None
+    validation: dict[str, Any]
+
+
+class Manifest(Frozen):
+    schema_version: int
+    source: str
+    family: str
+    fingerprint: str
+    task: str
+    precision: str
+    opset: int
+    tokenizer_dir: str | None
+    graphs: list[GraphInfo]
+    files: dict[str, str]
+    library_versions: dict[str, str]
+    tensorrt: dict[str, Any] | None = None
+    valid: bool
+
+    def graph(self, name: str) -> GraphInfo:
+        for graph in self.graphs:
+            if graph.name == name:
+                return graph
+        raise ArtifactError(
+            f"this artifact has no {name} graph (it has: {[g.name for g in self.graphs]})"
+        )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_folder(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+
+
+def tensor_infos(values) -> list[TensorInfo]:
+    from onnx import helper
+
+    infos = []
+    for value in values:
+        tensor_type = value.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in tensor_type.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        infos.append(TensorInfo(name=value.name, dtype=dtype, shape=shape))
+    return infos
+
+
+def graph_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return tensor_infos(model.graph.input), tensor_infos(model.graph.output)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = (
+        "ducho-fast",
+        "torch",
+        "torchvision",
+        "transformers",
+        "sentence-transformers",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "tensorrt",
+        "numpy",
+        "pillow",
+    )
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
+    """Atomic write: a reader sees the old manifest or the new one, never half of one."""
+    path = folder / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(folder: Path, verify_hashes: bool = True) -> Manifest:
+    """Read and check an artifact folder; every refusal says why."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{folder} is not a ducho-fast artifact (no {MANIFEST_NAME})")
+    try:
+        manifest = Manifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+    if manifest.schema_version > SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path} has schema {manifest.schema_version}; this ducho-fast reads up to "
+            f"{SCHEMA_VERSION}. Upgrade ducho-fast."
+        )
+    if not manifest.valid:
+        raise ArtifactError(f"{folder} did not pass validation; it cannot be used")
+    if verify_hashes:
+        verify_files(Path(folder), manifest)
+    return manifest
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    for name, expected in manifest.files.items():
+        file = folder / name
+        if not file.is_file():
+            raise ArtifactError(f"{folder}: {name} is listed in the manifest but missing")
+        if sha256_file(file) != expected:
+            raise ArtifactError(
+                f"{folder}: {name} does not match the hash in the manifest (modified or "
+                "corrupted after export); export again"
+            )

@@ -1,0 +1,129 @@
+"""Lower-precision variants of an fp32 graph: fp16 (overflow-prone ops kept fp32) and int8."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+Int8Mode = Literal["auto", "dynamic-per-tensor", "dynamic-per-channel", "static"]
+
+# Kept in fp32 inside fp16 graphs: reductions and exponentials overflow or lose the small
+# differences that normalisation depends on.
+FP16_KEEP_FP32 = (
+    "LayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipLayerNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Erf",
+)
+DYNAMIC_OPS = ("MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class Int8Candidate:
+    mode: str
+    path: Path
+
+
+def to_fp16(source: Path, target: Path) -> Path:
+    """fp16 weights and compute with fp32 inputs/outputs and fp32 islands (FP16_KEEP_FP32)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    converted = convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=list(FP16_KEEP_FP32)
+    )
+    onnx.save(converted, str(target))
+    return target
+
+
+def quantize_dynamic(source: Path, target: Path, per_channel: bool) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        per_channel=per_channel,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(DYNAMIC_OPS),
+    )
+    return target
+
+
+class ArrayReader:
+    """Feeds calibration batches to ORT's static quantizer."""
+
+    def __init__(self, batches: Sequence[Mapping[str, np.ndarray]]):
+        self._batches = list(batches)
+        self._iter: Iterator[Mapping[str, np.ndarray]] = iter(self._batches)
+
+    def get_next(self) -> Mapping[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._batches)
+
+
+def quantize_static(
+    source: Path, target: Path, calibration: Sequence[Mapping[str, np.ndarray]]
+) -> Path:
+    """QDQ int8 (signed weights and activations, per channel) calibrated on user data."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    if not calibration:
+        raise ValueError("static int8 quantization needs a calibration sample")
+    ort_quantize_static(
+        str(source),
+        str(target),
+        ArrayReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )
+    return target
+
+
+def int8_candidates(
+    source: Path, folder: Path, mode: Int8Mode, calibration: Sequence[Mapping[str, np.ndarray]]
+) -> list[Int8Candidate]:
+    """The int8 variants to try for `mode`; `auto` tries both dynamic granularities (and
+    static when a calibration sample is given)."""
+    stem = source.stem
+    out = []
+    if mode in ("auto", "dynamic-per-tensor"):
+        path = quantize_dynamic(source, folder / f"{stem}.int8-pt.onnx", per_channel=False)
+        out.append(Int8Candidate("dynamic-per-tensor", path))
+    if mode in ("auto", "dynamic-per-channel"):
+        path = quantize_dynamic(source, folder / f"{stem}.int8-pc.onnx", per_channel=True)
+        out.append(Int8Candidate("dynamic-per-channel", path))
+    if mode == "static" or (mode == "auto" and calibration):
+        path = quantize_static(source, folder / f"{stem}.int8-qdq.onnx", calibration)
+        out.append(Int8Candidate("static-qdq", path))
+    return out
+
+
+def time_session(session, inputs: Mapping[str, np.ndarray], repeats: int = 5) -> float:
+    """Median seconds per run after one warm-up; used to pick between passing variants."""
+    session.run(inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(inputs)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

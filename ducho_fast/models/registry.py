@@ -1,0 +1,112 @@
+"""Explicit registry of model families: how a reference is recognised and loaded.
+
+Families register with `@register_family`; a duplicate name fails at import, an unknown one
+fails with the list of known names. Detection runs in registration order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from .spec import LoadedModel, ModelRef
+
+Detector = Callable[[ModelRef, Path | None], bool]
+Loader = Callable[[ModelRef, Path | None], LoadedModel]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    detect: Detector
+    load: Loader
+    description: str
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, detect: Detector, description: str) -> Callable[[Loader], Loader]:
+    def decorator(load: Loader) -> Loader:
+        if name in FAMILIES:
+            raise ValueError(f"model family {name!r} is registered twice")
+        FAMILIES[name] = Family(name, detect, load, description)
+        return load
+
+    return decorator
+
+
+def get_family(name: str) -> Family:
+    _import_families()
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ModelLoadError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}") from None
+
+
+def resolve_local_path(ref: ModelRef) -> Path | None:
+    """A local file or folder if the source is one, else None (a hub id or a library name)."""
+    path = Path(ref.source).expanduser()
+    return path if path.exists() else None
+
+
+def load_model(ref: ModelRef) -> LoadedModel:
+    """Resolve `ref` to a family and load it on the CPU in eval mode."""
+    _import_families()
+    path = resolve_local_path(ref)
+    if path is None and _looks_like_hub_id(ref.source):
+        path = download_snapshot(ref.source)
+    for family in FAMILIES.values():
+        if family.detect(ref, path):
+            loaded = family.load(ref, path)
+            for tower in loaded.towers:
+                tower.module.eval()
+            return loaded
+    raise ModelLoadError(
+        f"cannot tell what kind of model {ref.source!r} is. Give a transformers or "
+        "sentence-transformers folder or hub id, a torchvision architecture name (e.g. resnet50), "
+        f"or a pickled torch module with --trust-pickle. Known families: {sorted(FAMILIES)}"
+    )
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def download_snapshot(repo_id: str) -> Path:
+    """Fetch a hub repository (weights, configs, tokenizer) into the local HF cache."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:  # offline, unknown id, gated: all end the same way for the user
+        raise ModelLoadError(
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            "Offline, pass a local folder saved with save_pretrained instead."
+        ) from exc
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".onnx", ".msgpack")
+
+
+def fingerprint_path(path: Path) -> str:
+    """sha256 over the weight files (name and content), so a changed checkpoint changes it."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file.suffix not in WEIGHT_SUFFIXES and file.name not in ("config.json",):
+            continue
+        digest.update(str(file.relative_to(path if path.is_dir() else path.parent)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _import_families() -> None:
+    """Import the modules whose decorators fill the registry (explicit, no star imports)."""
+    from . import hf, torchvision_models  # noqa: F401

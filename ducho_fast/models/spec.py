@@ -1,0 +1,74 @@
+"""Frozen descriptions of what a loaded model offers: its towers and their preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
+
+Task = Literal["auto", "image", "text", "image-text"]
+Padding = Literal["longest", "max_length"]
+
+
+@dataclass(frozen=True)
+class TextPreprocessSpec:
+    """Tokenisation rule; the tokenizer files themselves travel in the artifact folder."""
+
+    max_length: int
+    padding: Padding = "longest"
+
+    def to_dict(self) -> dict:
+        return {"max_length": self.max_length, "padding": self.padding, "truncation": True}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What the user asked for: a model source plus the choices that shape the export.
+
+    `weights` is for torchvision: `DEFAULT` (download), `none` (random) or a state-dict path.
+    The image overrides apply where the model carries no preprocessing (torchvision, pickles).
+    """
+
+    source: str
+    task: Task = "auto"
+    layers: tuple[str, ...] = ()
+    weights: str = "DEFAULT"
+    trust_pickle: bool = False
+    image_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True, eq=False)
+class Tower:
+    """One exportable graph: `image` (uint8 pixels in) or `text` (token ids in)."""
+
+    name: Literal["image", "text"]
+    module: nn.Module
+    output_names: tuple[str, ...]
+    image: ImagePreprocessSpec | None = None
+    text: TextPreprocessSpec | None = None
+    tokenizer: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model resolved to its family, with towers ready for export and eager reference runs."""
+
+    source: str
+    family: str
+    towers: tuple[Tower, ...]
+    fingerprint: str
+    local_path: Path | None = None
+    details: dict = field(default_factory=dict)
+
+    def tower(self, name: str) -> Tower:
+        for tower in self.towers:
+            if tower.name == name:
+                return tower
+        known = [t.name for t in self.towers]
+        raise KeyError(f"model {self.source} has no {name} tower (it has: {known})")

@@ -1,0 +1,127 @@
+"""torchvision architectures by name, and pickled torch modules (behind --trust-pickle).
+
+Layers are named as Ducho names them (`avgpool`, `classifier.3`) and several come out of one
+graph. Preprocessing follows Ducho's torch path: exact bicubic resize, ImageNet mean/std.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..engine.preprocess import ImagePreprocessSpec
+from ..errors import ModelLoadError
+from .registry import fingerprint_path, register_family
+from .spec import LoadedModel, ModelRef, Tower
+from .towers import ImageTower
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle")
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def ducho_image_spec(ref: ModelRef) -> ImagePreprocessSpec:
+    return ImagePreprocessSpec(
+        resize_mode="exact",
+        resize=ref.image_size,
+        interpolation="bicubic",
+        crop=None,
+        mean=ref.mean,
+        std=ref.std,
+        crop_rounding="round",
+    )
+
+
+class NamedLayers:
+    """Runs an FX feature extractor (traced once, at load) and returns the layers in order."""
+
+    def __init__(self, layers: tuple[str, ...]):
+        self.layers = layers
+
+    def __call__(self, body: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = body(pixel_values)
+        return tuple(out[layer] for layer in self.layers)
+
+
+def whole_output(body: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor]:
+    return (body(pixel_values),)
+
+
+def layer_extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    nodes = set(get_graph_node_names(model.eval())[1])
+    unknown = [layer for layer in layers if layer not in nodes]
+    if unknown:
+        raise ModelLoadError(
+            f"unknown layer(s) {unknown} for {type(model).__name__}; known nodes include: "
+            f"{sorted(nodes)[:40]}"
+        )
+    return create_feature_extractor(model, return_nodes={layer: layer for layer in layers})
+
+
+def image_model(ref: ModelRef, model: nn.Module, family: str, fingerprint: str) -> LoadedModel:
+    if ref.task == "text":
+        raise ModelLoadError(f"{ref.source} is an image model; it has no text tower")
+    spec = ducho_image_spec(ref)
+    layers = ref.layers or (("avgpool",) if hasattr(model, "avgpool") else ())
+    if layers:
+        module = ImageTower(spec, layer_extractor(model, layers), NamedLayers(layers))
+    else:  # no layer named and no pooled layer to default to: the module's own output
+        module, layers = ImageTower(spec, model, whole_output), ("output",)
+    tower = Tower("image", module, layers, image=spec)
+    return LoadedModel(ref.source, family, (tower,), fingerprint)
+
+
+def _is_torchvision(ref: ModelRef, path: Path | None) -> bool:
+    return path is None and ref.source in torchvision_names()
+
+
+@register_family("torchvision", _is_torchvision, "torchvision architecture by name")
+def load_torchvision(ref: ModelRef, path: Path | None) -> LoadedModel:
+    import torchvision
+
+    weights = ref.weights
+    if weights.lower() == "none":
+        model = torchvision.models.get_model(ref.source, weights=None)
+        fingerprint = f"torchvision:{ref.source}:random"
+    elif Path(weights).is_file():
+        model = torchvision.models.get_model(ref.source, weights=None)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        fingerprint = fingerprint_path(Path(weights))
+    else:
+        try:
+            model = torchvision.models.get_model(ref.source, weights=weights)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load torchvision weights {weights!r} for {ref.source} "
+                f"({type(exc).__name__}: {exc}); offline, pass --weights none or a state dict"
+            ) from exc
+        fingerprint = f"torchvision:{ref.source}:{weights}"
+    return image_model(ref, model.eval(), "torchvision", fingerprint)
+
+
+def _is_pickle(ref: ModelRef, path: Path | None) -> bool:
+    return path is not None and path.is_file() and path.suffix in PICKLE_SUFFIXES
+
+
+@register_family("torch_pickle", _is_pickle, "pickled torch.nn.Module (needs --trust-pickle)")
+def load_pickle(ref: ModelRef, path: Path | None) -> LoadedModel:
+    assert path is not None
+    if not ref.trust_pickle:
+        raise ModelLoadError(
+            f"{path} is a pickle: loading it runs arbitrary code. Pass --trust-pickle "
+            "(trust_pickle=True) only for files you trust."
+        )
+    model = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return image_model(ref, model.eval(), "torch_pickle", digest)

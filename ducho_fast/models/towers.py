@@ -1,0 +1,72 @@
+"""Export wrappers: one `nn.Module` per tower with named tensor inputs and outputs.
+
+Image towers take uint8 NHWC pixels and do the cast, rescale, normalisation and layout change
+inside the graph. Every output is flattened to (batch, features), the shape Ducho writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..engine.preprocess import ImagePreprocessSpec, is_integral_reciprocal
+
+
+class PixelNormalize(nn.Module):
+    """uint8 (N, H, W, 3) -> normalised float32 (N, 3, H, W), exactly as the processors do."""
+
+    def __init__(self, spec: ImagePreprocessSpec):
+        super().__init__()
+        self.divide = is_integral_reciprocal(spec.rescale_factor)
+        self.scale = round(1 / spec.rescale_factor) if self.divide else spec.rescale_factor
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).to(torch.float32)
+        x = x / self.scale if self.divide else x * self.scale
+        return (x - self.mean) / self.std
+
+
+def flatten_batch(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(tensor.shape[0], -1)
+
+
+class ImageTower(nn.Module):
+    """pixels -> named outputs, given a function from normalised pixels to a tuple of tensors."""
+
+    def __init__(
+        self,
+        spec: ImagePreprocessSpec,
+        body: nn.Module,
+        compute: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, ...]],
+    ):
+        super().__init__()
+        self.normalize = PixelNormalize(spec)
+        self.body = body
+        self.compute = compute
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.compute(self.body, self.normalize(pixels))
+        return tuple(flatten_batch(out) for out in outputs)
+
+
+class TextTower(nn.Module):
+    """(input_ids, attention_mask) -> named outputs."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        compute: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]],
+    ):
+        super().__init__()
+        self.body = body
+        self.compute = compute
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        outputs = self.compute(self.body, input_ids, attention_mask)
+        return tuple(flatten_batch(out) for out in outputs)
