@@ -142,5 +142,100 @@ def export_command(
     click.echo(f"artifact written to {folder}")
 
 
+def print_summary(results) -> None:
+    for result in results:
+        m = result.metrics
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(m["stage_seconds"].items()))
+        click.echo(
+            f"{result.name}: {result.succeeded}/{result.items} items, {len(result.failures)} "
+            f"failed; {m['items_per_s']:.1f} items/s ({m['items_per_s_after_startup']:.1f} "
+            f"after start-up); inference waited {100 * m['inference_wait_share']:.0f}%"
+        )
+        click.echo(f"  stages: {stages}")
+        for output in result.outputs:
+            click.echo(f"  -> {output}")
+
+
+@main.command(
+    "extract", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="A Ducho 2.0 YAML config (dotted overrides may follow: --a.b=value).",
+)
+@click.option("--model", help="Config-free form: one model (hub id, folder or artifact).")
+@click.option("--images", type=click.Path(path_type=Path), help="Config-free: image folder.")
+@click.option("--texts", type=click.Path(path_type=Path), help="Config-free: TSV/CSV of texts.")
+@click.option("--id-column", default="id", show_default=True)
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), help="Config-free: output folder.")
+@click.option("--layer", "layers", multiple=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--runtime", type=click.Choice(["torch", "torch-compile", "onnxruntime", "tensorrt"]))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]))
+@click.option("--workers", type=int, help="Decode worker processes (0: decode inline).")
+@click.option("--output-format", type=click.Choice(["ducho", "compact", "both"]))
+@click.option("--shard-size", type=int)
+@click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=None,
+    help="Replace output written under a different configuration.",
+)
+@click.option("--no-progress", is_flag=True)
+@click.pass_context
+@reports_errors
+def extract_command(
+    ctx,
+    config_path,
+    model,
+    images,
+    texts,
+    id_column,
+    text_column,
+    output,
+    layers,
+    batch_size,
+    runtime,
+    precision,
+    workers,
+    output_format,
+    shard_size,
+    strict,
+    overwrite,
+    no_progress,
+) -> None:
+    """Extract features: from a Ducho config, or for one model over images or texts."""
+    from .api_extract import RunOptions, SingleModelJob, extract_config, extract_single
+
+    options = RunOptions(
+        runtime=runtime,
+        precision=precision,
+        workers=workers,
+        output_format=output_format,
+        strict=strict,
+        overwrite=overwrite,
+        shard_size=shard_size,
+        progress=not no_progress,
+    )
+    if config_path is not None:
+        results = extract_config(config_path, tuple(ctx.args), options)
+    elif model is not None and output is not None:
+        if ctx.args:
+            raise click.UsageError(f"unexpected arguments: {ctx.args}")
+        job = SingleModelJob(
+            model, output, images, texts, id_column, text_column, tuple(layers), batch_size
+        )
+        results = extract_single(job, options)
+    else:
+        raise click.UsageError(
+            "give --config FILE, or --model M --output DIR with --images/--texts"
+        )
+    print_summary(results)
+
+
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 ResizeMode = Literal["shortest_edge", "exact"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 CropRounding = Literal["floor", "round"]
+Normalization = Literal["zscore", "minmax"]
 
 PIL_RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -46,6 +47,7 @@ class ImagePreprocessSpec:
     std: tuple[float, float, float]
     rescale_factor: float = 1 / 255
     crop_rounding: CropRounding = "floor"
+    normalization: Normalization = "zscore"
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -67,6 +69,7 @@ class ImagePreprocessSpec:
             "mean": list(self.mean),
             "std": list(self.std),
             "rescale_factor": self.rescale_factor,
+            "normalization": self.normalization,
             "channel_order": "RGB",
             "layout": "NHWC uint8",
         }
@@ -83,6 +86,7 @@ class ImagePreprocessSpec:
             std=tuple(data["std"]),  # type: ignore[arg-type]
             rescale_factor=float(data["rescale_factor"]),
             crop_rounding=data.get("crop_rounding", "floor"),
+            normalization=data.get("normalization", "zscore"),
         )
 
 
@@ -152,6 +156,10 @@ def normalize_pixels(pixels: np.ndarray, spec: ImagePreprocessSpec) -> np.ndarra
     graph (`x / 255` is correctly rounded, like HF's float64 rescale cast to float32).
     """
     x = pixels.astype(np.float32) / np.float32(1 / spec.rescale_factor)
+    if spec.normalization == "minmax":
+        low = x.min(axis=(1, 2, 3), keepdims=True)
+        high = x.max(axis=(1, 2, 3), keepdims=True)
+        return np.ascontiguousarray(((x - low) / (high - low)).transpose(0, 3, 1, 2))
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(((x - mean) / std).transpose(0, 3, 1, 2))

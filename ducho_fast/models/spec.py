@@ -41,6 +41,7 @@ class ModelRef:
     image_size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    normalization: str = "zscore"
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,6 +36,7 @@ def ducho_image_spec(ref: ModelRef) -> ImagePreprocessSpec:
         mean=ref.mean,
         std=ref.std,
         crop_rounding="round",
+        normalization=ref.normalization,  # type: ignore[arg-type]
     )
 
 
@@ -80,31 +81,38 @@ def image_model(ref: ModelRef, model: nn.Module, family: str, fingerprint: str) 
     return LoadedModel(ref.source, family, (tower,), fingerprint)
 
 
+def torchvision_name(source: str) -> str | None:
+    """The torchvision name for `source`, case-insensitively (Ducho writes `ResNet50`)."""
+    names = {name.lower(): name for name in torchvision_names()}
+    return names.get(source.lower())
+
+
 def _is_torchvision(ref: ModelRef, path: Path | None) -> bool:
-    return path is None and ref.source in torchvision_names()
+    return path is None and torchvision_name(ref.source) is not None
 
 
 @register_family("torchvision", _is_torchvision, "torchvision architecture by name")
 def load_torchvision(ref: ModelRef, path: Path | None) -> LoadedModel:
     import torchvision
 
+    name = torchvision_name(ref.source)
     weights = ref.weights
     if weights.lower() == "none":
-        model = torchvision.models.get_model(ref.source, weights=None)
-        fingerprint = f"torchvision:{ref.source}:random"
+        model = torchvision.models.get_model(name, weights=None)
+        fingerprint = f"torchvision:{name}:random"
     elif Path(weights).is_file():
-        model = torchvision.models.get_model(ref.source, weights=None)
+        model = torchvision.models.get_model(name, weights=None)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         fingerprint = fingerprint_path(Path(weights))
     else:
         try:
-            model = torchvision.models.get_model(ref.source, weights=weights)
+            model = torchvision.models.get_model(name, weights=weights)
         except Exception as exc:
             raise ModelLoadError(
                 f"could not load torchvision weights {weights!r} for {ref.source} "
                 f"({type(exc).__name__}: {exc}); offline, pass --weights none or a state dict"
             ) from exc
-        fingerprint = f"torchvision:{ref.source}:{weights}"
+        fingerprint = f"torchvision:{name}:{weights}"
     return image_model(ref, model.eval(), "torchvision", fingerprint)
 
 

@@ -19,6 +19,7 @@ class PixelNormalize(nn.Module):
 
     def __init__(self, spec: ImagePreprocessSpec):
         super().__init__()
+        self.minmax = spec.normalization == "minmax"
         self.divide = is_integral_reciprocal(spec.rescale_factor)
         self.scale = round(1 / spec.rescale_factor) if self.divide else spec.rescale_factor
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -27,6 +28,10 @@ class PixelNormalize(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2).to(torch.float32)
         x = x / self.scale if self.divide else x * self.scale
+        if self.minmax:  # Ducho's per-image min-max scaling instead of mean/std
+            low = x.amin(dim=(1, 2, 3), keepdim=True)
+            high = x.amax(dim=(1, 2, 3), keepdim=True)
+            return (x - low) / (high - low)
         return (x - self.mean) / self.std
 
 

@@ -1,0 +1,245 @@
+"""Ducho 2.0 YAML, accepted as it is, validated up front into frozen objects.
+
+Unknown keys name the key and the known ones; wrong types say what was expected. Our own
+keys (documented in the README) sit beside Ducho's at the top level and on each model, and
+each has a command-line flag that overrides the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+RuntimeName = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
+PrecisionName = Literal["fp32", "fp16", "int8"]
+OutputFormat = Literal["ducho", "compact", "both"]
+MODALITIES = ("visual", "textual", "audio", "visual_textual")
+SOURCES = ("items", "interactions")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class ModelEntry(Strict):
+    """One entry of a source's `model` list (Ducho's keys, then ours)."""
+
+    model_name: str
+    backend: Literal["torch", "transformers", "sentence_transformers", "tensorflow"] = "torch"
+    output_layers: str | int | list[str | int] | None = None
+    batch_size: int = Field(default=32, ge=1)
+    reshape: list[int] | None = None
+    preprocessing: Literal["zscore", "minmax"] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    clear_text: bool = False
+    tokenizer_name: str | None = None
+    image_processor: str | None = None
+    image_processor_name: str | None = None
+    fusion: str | list[str] | None = None
+    task: str | None = None
+    # ducho-fast
+    runtime: RuntimeName | None = None
+    precision: PrecisionName | None = None
+    weights: str = "DEFAULT"
+
+    @field_validator("reshape")
+    @classmethod
+    def _two_sizes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ValueError("reshape must be [height, width] with positive sizes")
+        return value
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        if self.output_layers is None:
+            return ()
+        values = (
+            self.output_layers if isinstance(self.output_layers, list) else [self.output_layers]
+        )
+        return tuple(str(v) for v in values)
+
+    @property
+    def fusions(self) -> tuple[str, ...]:
+        if self.fusion is None:
+            return ()
+        return tuple(self.fusion) if isinstance(self.fusion, list) else (self.fusion,)
+
+
+class SourceBlock(Strict):
+    """`items:` or `interactions:` of a modality."""
+
+    input_path: str | dict[str, str]
+    output_path: str | dict[str, str]
+    item_column: str | None = None
+    text_column: str | list[str] | None = None
+    interaction_columns: list[str] | None = None
+    model: list[ModelEntry]
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        if self.text_column is None:
+            return ()
+        return (
+            tuple(self.text_column) if isinstance(self.text_column, list) else (self.text_column,)
+        )
+
+
+class ModalityBlock(Strict):
+    items: SourceBlock | None = None
+    interactions: SourceBlock | None = None
+
+
+class DuchoConfig(Strict):
+    """A whole Ducho config file plus ducho-fast's run options."""
+
+    dataset_path: str
+    gpu_list: str | int | list[int] | None = Field(default=None, alias="gpu list")
+    visual: ModalityBlock | None = None
+    textual: ModalityBlock | None = None
+    audio: ModalityBlock | None = None
+    visual_textual: ModalityBlock | None = None
+    # ducho-fast
+    runtime: RuntimeName = "onnxruntime"
+    precision: PrecisionName = "fp32"
+    workers: int = Field(default=2, ge=0)
+    output_format: OutputFormat = "both"
+    overwrite: bool = False
+    strict: bool = False
+    ducho_ids: bool = False
+    fp16_storage: bool = False
+    normalize_before_fusion: bool = False
+    shard_size: int = Field(default=1024, ge=1)
+    cache_dir: str | None = None
+
+
+def normalize_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """Ducho reads `gpu list` (with a space); accept `gpu_list` too."""
+    data = dict(raw)
+    if "gpu_list" in data and "gpu list" not in data:
+        data["gpu list"] = data.pop("gpu_list")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Ducho-style dotted overrides: `textual.items.input_path=x.tsv` (values parsed as YAML)."""
+    for override in overrides:
+        key, sep, value = override.removeprefix("--").partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r} must look like --section.key=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {override!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return data
+
+
+def describe_error(error: dict, model: type[BaseModel]) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = known_keys(model, error["loc"][:-1])
+        return f"unknown key {where!r}; known keys here: {known}"
+    if error["type"] == "missing":
+        return f"missing required key {where!r}"
+    return f"{where}: {error['msg']} (got {error.get('input')!r})"
+
+
+def known_keys(model: type[BaseModel], path: Sequence[Any]) -> list[str]:
+    """The keys accepted at `path` in the config tree (for error messages)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            field = next((f for f in current.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return []
+        current = inner_model(field.annotation)
+    if not hasattr(current, "model_fields"):
+        return []
+    return sorted(f.alias or name for name, f in current.model_fields.items())
+
+
+def inner_model(annotation: Any) -> Any:
+    """The BaseModel inside Optional[...] / list[...] annotations."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_config(data: dict[str, Any]) -> DuchoConfig:
+    try:
+        config = DuchoConfig.model_validate(normalize_keys(data))
+    except ValidationError as exc:
+        problems = [describe_error(e, DuchoConfig) for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
+    check_semantics(config)
+    return config
+
+
+def load_config(path: Path, overrides: Sequence[str] = ()) -> DuchoConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys")
+    return parse_config(apply_overrides(data, overrides))
+
+
+def check_semantics(config: DuchoConfig) -> None:
+    """What types cannot say: unsupported backends and modalities, missing columns."""
+    if config.audio is not None:
+        raise ConfigError("the audio modality is not supported yet by ducho-fast")
+    for modality, source, block in blocks(config):
+        where = f"{modality}.{source}"
+        for index, entry in enumerate(block.model):
+            if entry.backend == "tensorflow":
+                raise ConfigError(
+                    f"{where}.model[{index}]: the tensorflow backend is not supported; "
+                    "use torch, transformers or sentence_transformers"
+                )
+        text_items = modality in ("textual", "visual_textual") and source == "items"
+        if text_items and (not block.item_column or not block.text_columns):
+            raise ConfigError(f"{where}: text sources need item_column and text_column")
+        if source == "interactions" and modality == "textual" and not block.interaction_columns:
+            raise ConfigError(f"{where}: interactions need interaction_columns [user, item, text]")
+        if modality == "visual_textual":
+            for key in ("input_path", "output_path"):
+                value = getattr(block, key)
+                if not isinstance(value, dict) or set(value) != {"visual", "textual"}:
+                    raise ConfigError(f"{where}.{key} must map visual and textual paths")
+
+
+def blocks(config: DuchoConfig) -> list[tuple[str, str, SourceBlock]]:
+    found = []
+    for modality in MODALITIES:
+        block = getattr(config, modality)
+        if block is None:
+            continue
+        for source in SOURCES:
+            value = getattr(block, source)
+            if value is not None:
+                found.append((modality, source, value))
+    return found

@@ -1,0 +1,230 @@
+"""From a Ducho config to an extraction plan: Ducho's paths, our passes.
+
+Layout (as Ducho writes it): `<dataset_path>/<output_path>/<backend>/<model>/<layer>/<id>.npy`,
+float32 (1, D). Compact output (features.npy, ids.txt, manifest.json per model and layer) goes
+to `<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state to
+`<dataset_path>/ducho-fast/.state/`. Differences from Ducho, where Ducho is wrong, are listed
+in the README.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from .config import DuchoConfig, ModelEntry, SourceBlock, blocks
+from .engine.pipeline import PipelineOptions
+from .engine.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .engine.sessions import DEFAULT_CACHE, RuntimeChoice
+from .engine.sources import Listing, list_images, list_interaction_texts, list_texts, read_table
+from .errors import ConfigError
+from .extract import ExtractPlan, FusionTask, ModelTask, PassTask
+from .models.spec import ModelRef
+
+FAST_DIR = "ducho-fast"
+
+
+def model_folder(name: str) -> str:
+    """Ducho's model folder: the model name as given; a local path contributes its last part."""
+    path = Path(name)
+    if path.is_absolute() or name.startswith((".", "~")):
+        return path.name
+    return name
+
+
+def model_ref(entry: ModelEntry, kind: str) -> ModelRef:
+    task = "image" if kind == "image" else "text"
+    if entry.backend == "torch":
+        size = tuple(entry.reshape) if entry.reshape else (224, 224)
+        return ModelRef(
+            entry.model_name,
+            task=task,
+            layers=entry.layers,
+            image_size=size,  # type: ignore[arg-type]
+            mean=tuple(entry.mean) if entry.mean else IMAGENET_MEAN,  # type: ignore[arg-type]
+            std=tuple(entry.std) if entry.std else IMAGENET_STD,  # type: ignore[arg-type]
+            normalization=entry.preprocessing or "zscore",
+            weights=entry.weights,
+        )
+    layers = tuple(layer for layer in entry.layers if not layer.isdigit())
+    return ModelRef(entry.model_name, task=task, layers=layers)
+
+
+def layer_dirs(entry: ModelEntry) -> dict[str, str]:
+    """Ducho names a single-output model's folder after `output_layers` (e.g. `1`)."""
+    if entry.backend != "torch" and len(entry.layers) == 1:
+        return {"*": entry.layers[0]}
+    return {}
+
+
+class DuchoPlanner:
+    """Builds passes for each modality block; validates inputs before anything runs."""
+
+    def __init__(self, config: DuchoConfig, config_dir: Path):
+        self.config = config
+        dataset = Path(config.dataset_path).expanduser()
+        self.dataset = dataset if dataset.is_absolute() else (config_dir / dataset)
+        self.fast = self.dataset / FAST_DIR
+
+    def choice(self, entry: ModelEntry) -> RuntimeChoice:
+        cache = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else DEFAULT_CACHE
+        return RuntimeChoice(
+            runtime=entry.runtime or self.config.runtime,
+            precision=entry.precision or self.config.precision,
+            cache_dir=cache,
+        )
+
+    def model_task(self, entry: ModelEntry, kind: str, out_root: Path, where: str) -> ModelTask:
+        folder = model_folder(entry.model_name)
+        fmt = self.config.output_format
+        return ModelTask(
+            ref=model_ref(entry, kind),
+            label=folder,
+            choice=self.choice(entry),
+            layer_dirs=layer_dirs(entry),
+            ducho_root=out_root / entry.backend / folder if fmt in ("ducho", "both") else None,
+            compact_root=self.fast / where / entry.backend / folder
+            if fmt in ("compact", "both")
+            else None,
+            fp16_storage=self.config.fp16_storage,
+        )
+
+    def state_dir(self, *parts: str) -> Path:
+        safe = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+        return self.fast / ".state" / safe
+
+    def image_pass(self, name: str, folder: Path, out_root: Path, entries) -> PassTask:
+        if not folder.is_dir():
+            raise ConfigError(f"{name}: image folder {folder} does not exist")
+        models = tuple(self.model_task(e, "image", out_root, name) for e in entries)
+        return PassTask(
+            name=name,
+            kind="image",
+            list_items=partial(list_images, folder, self.config.ducho_ids),
+            models=models,
+            state_dir=self.state_dir(name, *(m.label for m in models)),
+            failures_path=out_root / "failures.tsv",
+            batch_size=min(e.batch_size for e in entries),
+        )
+
+    def text_passes(
+        self, name: str, list_items: Callable[[], Listing], out_root: Path, entries
+    ) -> list[PassTask]:
+        passes = []
+        for entry in entries:
+            model = self.model_task(entry, "text", out_root, name)
+            passes.append(
+                PassTask(
+                    name=name,
+                    kind="text",
+                    list_items=clean_listing(list_items, entry.clear_text),
+                    models=(model,),
+                    state_dir=self.state_dir(name, entry.backend, model.label),
+                    failures_path=out_root / "failures.tsv",
+                    batch_size=entry.batch_size,
+                )
+            )
+        return passes
+
+    def text_source(self, name: str, path: Path, block: SourceBlock, source: str):
+        columns, _ = read_table(path)
+        if source == "interactions":
+            wanted = list(block.interaction_columns or [])
+            missing = [c for c in wanted if c not in columns]
+            if missing:
+                raise ConfigError(f"{name}: {path} has no column(s) {missing}; columns: {columns}")
+            return partial(list_interaction_texts, path, tuple(wanted))
+        assert block.item_column is not None
+        wanted = [block.item_column, *block.text_columns]
+        missing = [c for c in wanted if c not in columns]
+        if missing:
+            raise ConfigError(f"{name}: {path} has no column(s) {missing}; columns: {columns}")
+        return partial(list_texts, path, block.item_column, block.text_columns)
+
+    def passes_for(self, modality: str, source: str, block: SourceBlock):
+        name = f"{modality}/{source}"
+        if modality == "visual":
+            assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
+            folder = self.dataset / block.input_path
+            return [
+                self.image_pass(name, folder, self.dataset / block.output_path, block.model)
+            ], []
+        if modality == "textual":
+            assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
+            lister = self.text_source(name, self.dataset / block.input_path, block, source)
+            return self.text_passes(name, lister, self.dataset / block.output_path, block.model), []
+        assert isinstance(block.input_path, dict) and isinstance(block.output_path, dict)
+        visual_out = self.dataset / block.output_path["visual"]
+        textual_out = self.dataset / block.output_path["textual"]
+        image_pass = self.image_pass(
+            f"{name}/visual", self.dataset / block.input_path["visual"], visual_out, block.model
+        )
+        lister = self.text_source(name, self.dataset / block.input_path["textual"], block, source)
+        text_passes = self.text_passes(f"{name}/textual", lister, textual_out, block.model)
+        fusions = self.fusions(block, image_pass, text_passes)
+        return [image_pass, *text_passes], fusions
+
+    def fusions(self, block: SourceBlock, image_pass: PassTask, text_passes) -> list[FusionTask]:
+        assert isinstance(block.output_path, dict)
+        tasks = []
+        for entry, image_model, text_pass in zip(
+            block.model, image_pass.models, text_passes, strict=True
+        ):
+            text_model = text_pass.models[0]
+            for method in entry.fusions:
+                if image_model.compact_root is None or text_model.compact_root is None:
+                    raise ConfigError("fusion needs output_format compact or both")
+                layer = entry.layers[0] if len(entry.layers) == 1 else ""
+                image_dir = image_model.compact_root / (layer or "image_embeds")
+                text_dir = text_model.compact_root / (layer or "text_embeds")
+                fused = f"{block.output_path['visual']}_{block.output_path['textual']}_{method}"
+                tasks.append(
+                    FusionTask(
+                        a=image_dir,
+                        b=text_dir,
+                        method=method,
+                        ducho_dir=self.dataset
+                        / fused
+                        / entry.backend
+                        / image_model.label
+                        / (layer or "fused"),
+                        compact_dir=self.fast
+                        / fused
+                        / entry.backend
+                        / image_model.label
+                        / (layer or "fused"),
+                        normalize=self.config.normalize_before_fusion,
+                    )
+                )
+        return tasks
+
+
+def clean_listing(list_items: Callable[[], Listing], clear: bool) -> Callable[[], Listing]:
+    if not clear:
+        return list_items
+
+    def cleaned() -> Listing:
+        from .engine.sources import Item
+        from .engine.text import clear_text
+
+        listing = list_items()
+        items = tuple(Item(i.item_id, i.path, clear_text(i.text or "")) for i in listing.items)
+        return Listing(items, listing.failures)
+
+    return cleaned
+
+
+def build_plan(config: DuchoConfig, config_dir: Path, progress_workers: int | None = None):
+    planner = DuchoPlanner(config, config_dir)
+    passes, fusions = [], []
+    for modality, source, block in blocks(config):
+        new_passes, new_fusions = planner.passes_for(modality, source, block)
+        passes += new_passes
+        fusions += new_fusions
+    options = PipelineOptions(
+        workers=config.workers if progress_workers is None else progress_workers,
+        shard_size=config.shard_size,
+    )
+    return ExtractPlan(tuple(passes), tuple(fusions), options, config.overwrite, config.strict)

@@ -1,0 +1,168 @@
+"""Open a model for extraction on a chosen runtime, with the preprocessing that belongs to it.
+
+torch / torch-compile run the export wrapper in PyTorch; onnxruntime runs an artifact (given,
+or exported on the fly and cached by fingerprint); tensorrt runs an artifact's engines.
+Preprocessing always comes from the model (eager) or the artifact's manifest (compiled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConfigError
+from ..export.manifest import MANIFEST_NAME, Manifest, read_manifest
+from ..models.spec import ModelRef
+from .pipeline import TextEncoding
+from .preprocess import ImagePreprocessSpec
+from .runtime.base import Session
+
+Runtime = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
+RUNTIMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+DEFAULT_CACHE = Path(os.environ.get("DUCHO_FAST_CACHE", "~/.cache/ducho-fast")).expanduser()
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    runtime: Runtime = "onnxruntime"
+    precision: str = "fp32"
+    threads: int = 0
+    cache_dir: Path = DEFAULT_CACHE
+
+
+@dataclass(frozen=True, eq=False)
+class OpenModel:
+    """A session plus what feeds it: image spec or text encoding, and a fingerprint."""
+
+    session: Session
+    image: ImagePreprocessSpec | None
+    text: TextEncoding | None
+    fingerprint: dict[str, Any]
+    output_names: tuple[str, ...]
+
+
+def text_encoding(key: str, tokenizer: Any, max_length: int, padding: str) -> TextEncoding:
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_to = max_length if padding == "max_length" else None
+    return TextEncoding(key, tokenize, int(pad_id), pad_to)
+
+
+def open_model(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
+    if choice.runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {choice.runtime!r}; use one of {list(RUNTIMES)}")
+    if choice.runtime in ("torch", "torch-compile"):
+        return open_eager(ref, kind, choice, key)
+    return open_artifact(artifact_for(ref, choice), kind, choice, key)
+
+
+def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
+    from ..models.registry import load_model
+    from .runtime.torch import TorchSession
+
+    if choice.precision != "fp32":
+        raise ConfigError(
+            f"runtime {choice.runtime} runs fp32 only here; use onnxruntime for {choice.precision}"
+        )
+    loaded = load_model(ref)
+    tower = loaded.tower(kind)
+    session = TorchSession(
+        tower, compiled=choice.runtime == "torch-compile", threads=choice.threads or None
+    )
+    text = None
+    if tower.text is not None:
+        text = text_encoding(key, tower.tokenizer, tower.text.max_length, tower.text.padding)
+    fingerprint = {
+        "model": loaded.fingerprint,
+        "runtime": choice.runtime,
+        "precision": "fp32",
+        "layers": list(tower.output_names),
+        "image_preprocess": tower.image.to_dict() if tower.image else None,
+        "text_preprocess": tower.text.to_dict() if tower.text else None,
+    }
+    return OpenModel(session, tower.image, text, fingerprint, tower.output_names)
+
+
+def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
+    from .runtime.onnxruntime import OrtOptions, OrtSession
+
+    manifest = read_manifest(folder)
+    graph = manifest.graph(kind)
+    if choice.runtime == "tensorrt":
+        from .runtime.tensorrt import TensorRTSession
+
+        session: Session = TensorRTSession.from_artifact(folder, manifest, kind)
+    else:
+        session = OrtSession(folder / graph.file, OrtOptions(intra_op_threads=choice.threads))
+    image = (
+        ImagePreprocessSpec.from_dict(graph.image_preprocess) if graph.image_preprocess else None
+    )
+    text = None
+    if graph.text_preprocess is not None:
+        from transformers import AutoTokenizer
+
+        assert manifest.tokenizer_dir is not None
+        tokenizer = AutoTokenizer.from_pretrained(folder / manifest.tokenizer_dir)
+        text = text_encoding(
+            key,
+            tokenizer,
+            int(graph.text_preprocess["max_length"]),
+            graph.text_preprocess["padding"],
+        )
+    fingerprint = {
+        "model": manifest.fingerprint,
+        "runtime": choice.runtime,
+        "precision": graph.precision,
+        "quantization": graph.quantization,
+        "graph_sha256": manifest.files[graph.file],
+        "layers": [o.name for o in graph.outputs],
+        "image_preprocess": graph.image_preprocess,
+        "text_preprocess": graph.text_preprocess,
+    }
+    return OpenModel(session, image, text, fingerprint, tuple(o.name for o in graph.outputs))
+
+
+def is_artifact(source: str) -> bool:
+    return (Path(source) / MANIFEST_NAME).is_file()
+
+
+def artifact_for(ref: ModelRef, choice: RuntimeChoice) -> Path:
+    """The artifact to run: the source itself, or a cached export keyed by fingerprint."""
+    if is_artifact(ref.source):
+        manifest: Manifest = read_manifest(Path(ref.source), verify_hashes=False)
+        if manifest.precision != choice.precision:
+            raise ConfigError(
+                f"artifact {ref.source} is {manifest.precision}, but {choice.precision} was asked"
+            )
+        return Path(ref.source)
+    from ..export.api import ExportConfig, export
+
+    folder = choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
+    if (folder / MANIFEST_NAME).is_file():
+        return folder
+    return export(ExportConfig(replace(ref, task="auto"), folder, precision=choice.precision))  # type: ignore[arg-type]
+
+
+def cache_key(ref: ModelRef, precision: str) -> str:
+    """Cheap key from the reference, its files' sizes and times, and the export options."""
+    parts: dict[str, Any] = {
+        "source": ref.source,
+        "layers": list(ref.layers),
+        "weights": ref.weights,
+        "image_size": list(ref.image_size),
+        "mean": list(ref.mean),
+        "std": list(ref.std),
+        "precision": precision,
+    }
+    path = Path(ref.source)
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        parts["files"] = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{path.name or 'model'}-{precision}-{digest}"

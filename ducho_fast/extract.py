@@ -1,0 +1,265 @@
+"""`extract()`: run every pass of a plan through the pipeline, then fuse; resumable.
+
+A plan is a list of passes. A pass is one source (an image folder or a text table) through
+one or more models: images are decoded once for all the pass's models. Each pass has its own
+shard state, so an interrupted run resumes pass by pass, shard by shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .engine.fusion import fuse, join_by_id
+from .engine.metrics import StageTimer
+from .engine.pipeline import (
+    ModelJob,
+    PipelineOptions,
+    ShardAssembler,
+    image_batches,
+    plan_shards,
+    run_batches,
+    text_batch_stream,
+)
+from .engine.sessions import OpenModel, RuntimeChoice, open_model
+from .engine.sources import Listing
+from .engine.writers import (
+    Failure,
+    ShardStore,
+    Target,
+    atomic_json,
+    finalize_compact,
+    write_failures,
+    write_per_item,
+)
+from .errors import ConfigError
+from .models.spec import ModelRef
+
+Kind = Literal["image", "text"]
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One model of a pass and where each of its outputs goes."""
+
+    ref: ModelRef
+    label: str
+    choice: RuntimeChoice
+    layer_dirs: dict[str, str]  # graph output name -> layer folder name ("" keeps the name)
+    ducho_root: Path | None  # <output>/<backend>/<model folder>, or None for compact only
+    compact_root: Path | None
+    fp16_storage: bool = False
+
+
+@dataclass(frozen=True)
+class PassTask:
+    name: str
+    kind: Kind
+    list_items: Callable[[], Listing]
+    models: tuple[ModelTask, ...]
+    state_dir: Path
+    failures_path: Path
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class FusionTask:
+    """Fuse output `a` and `b` (compact folders) by id into Ducho's per-item layout."""
+
+    a: Path
+    b: Path
+    method: str
+    ducho_dir: Path | None
+    compact_dir: Path | None
+    normalize: bool = False
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    passes: tuple[PassTask, ...]
+    fusions: tuple[FusionTask, ...] = ()
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+    overwrite: bool = False
+    strict: bool = False
+
+
+@dataclass
+class PassResult:
+    name: str
+    items: int
+    succeeded: int
+    failures: list[Failure]
+    metrics: dict
+    outputs: list[Path]
+
+
+def fingerprint_hash(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def targets_for(task: ModelTask, opened: OpenModel) -> dict[str, Target]:
+    targets = {}
+    for output in opened.output_names:
+        layer = task.layer_dirs.get(output) or task.layer_dirs.get("*") or output
+        name = f"{task.label}/{layer}"
+        targets[output] = Target(
+            name=name,
+            compact_dir=task.compact_root / layer if task.compact_root else None,
+            ducho_dir=task.ducho_root / layer if task.ducho_root else None,
+            fp16=task.fp16_storage,
+        )
+    return targets
+
+
+def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
+    listing = task.list_items()
+    opened = [
+        open_model(m.ref, task.kind, m.choice, key=f"m{i}") for i, m in enumerate(task.models)
+    ]
+    jobs, targets = [], []
+    for index, (model, model_open) in enumerate(zip(task.models, opened, strict=True)):
+        model_targets = targets_for(model, model_open)
+        targets += list(model_targets.values())
+        key = image_key(model_open) if task.kind == "image" else f"m{index}"
+        jobs.append(
+            ModelJob(
+                model.label,
+                model_open.session,
+                key,
+                {out: t.name for out, t in model_targets.items()},
+            )
+        )
+    fingerprint = {
+        "pass": task.name,
+        "items": hashlib.sha256("\n".join(i.item_id for i in listing.items).encode()).hexdigest(),
+        "shard_size": plan.options.shard_size,
+        "models": [o.fingerprint for o in opened],
+    }
+    store = ShardStore(task.state_dir, fingerprint, targets)
+    store.open(plan.overwrite)
+    shards = plan_shards(len(listing.items), plan.options.shard_size, store)
+    options = PipelineOptions(**{**plan.options.__dict__, "batch_size": task.batch_size})
+    timer = StageTimer()
+    if task.kind == "image":
+        specs = {image_key(o): o.image for o in opened if o.image is not None}
+        batches = image_batches(listing.items, specs, shards, options, timer)
+    else:
+        if len(opened) != 1 or opened[0].text is None:
+            raise ConfigError(f"text pass {task.name} must have exactly one text model")
+        batches = text_batch_stream(
+            listing.items, opened[0].text, shards, options.batch_size, timer
+        )
+    run_all(batches, jobs, store, listing, options, timer, task.name, progress)
+    return finish_pass(task, store, listing, targets, timer)
+
+
+def image_key(opened: OpenModel) -> str:
+    assert opened.image is not None
+    spec = json.dumps(opened.image.to_dict(), sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def run_all(batches, jobs, store, listing, options, timer, name: str, progress: bool) -> None:
+    from tqdm import tqdm
+
+    shards = plan_shards(len(listing.items), options.shard_size, store)
+    pending = sum(len(s.positions) for s in shards)
+    label = ", ".join(job.label for job in jobs)
+    with tqdm(
+        total=pending,
+        desc=f"{name} [{label}]",
+        unit="item",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ) as bar:
+        run_batches(
+            batches,
+            jobs,
+            ShardAssembler(store, listing.items, timer),
+            options,
+            timer,
+            on_progress=bar.update,
+        )
+
+
+def finish_pass(task: PassTask, store: ShardStore, listing: Listing, targets, timer) -> PassResult:
+    """Concatenate committed shards into the compact files and write failures.tsv."""
+    metrics = timer.summary()
+    shards = store.committed()
+    failures = list(listing.failures) + [Failure(**f) for s in shards for f in s["failures"]]
+    outputs = []
+    for target in targets:
+        manifest = {
+            "target": target.name,
+            "pass": task.name,
+            "fingerprint": store.fingerprint,
+            "metrics": metrics,
+        }
+        outputs.append(finalize_compact(target, shards, manifest) or target.ducho_dir)
+    succeeded = sum(len(s["ids"]) for s in shards)
+    return PassResult(
+        task.name,
+        succeeded + len(failures),
+        succeeded,
+        failures,
+        metrics,
+        [o for o in outputs if o is not None],
+    )
+
+
+def run_fusion(task: FusionTask) -> Path:
+    ids_a = (task.a / "ids.txt").read_text().splitlines()
+    ids_b = (task.b / "ids.txt").read_text().splitlines()
+    ids, rows_a, rows_b = join_by_id(ids_a, ids_b)
+    a = np.load(task.a / "features.npy", mmap_mode="r")
+    b = np.load(task.b / "features.npy", mmap_mode="r")
+    fused = fuse(
+        [np.asarray(a[rows_a], dtype=np.float32), np.asarray(b[rows_b], np.float32)],
+        task.method,
+        task.normalize,
+    )
+    if task.ducho_dir is not None:
+        write_per_item(task.ducho_dir, ids, fused)
+    if task.compact_dir is not None:
+        task.compact_dir.mkdir(parents=True, exist_ok=True)
+        from .engine.writers import atomic_bytes, npy_bytes
+
+        atomic_bytes(task.compact_dir / "features.npy", npy_bytes(fused))
+        atomic_bytes(task.compact_dir / "ids.txt", ("\n".join(ids) + "\n").encode())
+        atomic_json(
+            task.compact_dir / "manifest.json",
+            {
+                "fusion": task.method,
+                "inputs": [str(task.a), str(task.b)],
+                "count": len(ids),
+                "dim": int(fused.shape[1]) if fused.size else 0,
+            },
+        )
+    return task.ducho_dir or task.compact_dir  # type: ignore[return-value]
+
+
+def extract(plan: ExtractPlan, progress: bool = True) -> list[PassResult]:
+    """Run the plan; raise ConfigError for a strict run with failures or when nothing worked."""
+    results = [run_pass(task, plan, progress) for task in plan.passes]
+    by_file: dict[Path, dict[Failure, None]] = {}
+    for task, result in zip(plan.passes, results, strict=True):
+        by_file.setdefault(task.failures_path, {}).update(dict.fromkeys(result.failures))
+    for path, failures in by_file.items():
+        write_failures(path, list(failures))
+    for fusion in plan.fusions:
+        run_fusion(fusion)
+    total_ok = sum(r.succeeded for r in results)
+    total_failed = sum(len(r.failures) for r in results)
+    if results and total_ok == 0:
+        raise ConfigError(f"nothing was extracted: {total_failed} items failed (see failures.tsv)")
+    if plan.strict and total_failed:
+        raise ConfigError(f"--strict: {total_failed} items failed (see failures.tsv)")
+    return results
