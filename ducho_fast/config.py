@@ -133,17 +133,31 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         key, sep, value = override.removeprefix("--").partition("=")
         if not sep or not key:
             raise ConfigError(f"override {override!r} must look like --section.key=value")
-        node = data
+        node: Any = data
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {override!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(value)
+            node = override_child(node, part, override)
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"override {override!r}: no list entry {last}")
+            node[int(last)] = yaml.safe_load(value)
+        else:
+            node[last] = yaml.safe_load(value)
     return data
+
+
+def override_child(node: Any, part: str, override: str) -> Any:
+    """Step into a mapping key (created if absent) or a list index."""
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise ConfigError(f"override {override!r}: no list entry {part}")
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
 
 
 def describe_error(error: dict, model: type[BaseModel]) -> str:

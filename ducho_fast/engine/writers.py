@@ -75,7 +75,8 @@ class ShardStore:
         """Refuse output from a different configuration unless `overwrite` (then wipe it)."""
         state = self.state_dir / STATE_FILE
         if state.is_file():
-            previous = json.loads(state.read_text()).get("fingerprint")
+            saved = json.loads(state.read_text())
+            previous = saved.get("fingerprint")
             if previous != self.fingerprint:
                 if not overwrite:
                     raise ConfigError(
@@ -84,17 +85,24 @@ class ShardStore:
                         f"them. Re-run with --overwrite to replace it.\n  before: {previous}\n"
                         f"  now:    {self.fingerprint}"
                     )
-                self.wipe()
+                self.wipe(saved.get("outputs", []))
         elif overwrite:
-            self.wipe()
-        atomic_json(state, {"fingerprint": self.fingerprint})
+            self.wipe([])
+        atomic_json(state, {"fingerprint": self.fingerprint, "outputs": self.output_dirs()})
 
-    def wipe(self) -> None:
+    def output_dirs(self) -> list[str]:
+        return [
+            str(folder)
+            for target in self.targets.values()
+            for folder in (target.compact_dir, target.ducho_dir)
+            if folder is not None
+        ]
+
+    def wipe(self, previous_outputs: Sequence[str]) -> None:
+        """Remove this pass's state and outputs, and those the previous run recorded."""
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        for target in self.targets.values():
-            for folder in (target.compact_dir, target.ducho_dir):
-                if folder is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
+        for folder in {*previous_outputs, *self.output_dirs()}:
+            shutil.rmtree(folder, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     def marker(self, shard: int) -> Path:
