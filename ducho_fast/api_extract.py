@@ -28,6 +28,8 @@ class RunOptions:
     strict: bool | None = None
     overwrite: bool | None = None
     shard_size: int | None = None
+    item_timeout: float | None = None
+    pipelined: bool = True
     progress: bool = True
 
 
@@ -38,10 +40,12 @@ def extract_config(
     flags = [
         f"{key}={value}"
         for key, value in options.__dict__.items()
-        if value is not None and key != "progress"
+        if value is not None and key not in ("progress", "pipelined")
     ]
     config = load_config(path, [*overrides, *flags])
     plan = build_plan(config, path.resolve().parent)
+    if not options.pipelined:
+        plan = with_pipeline(plan, pipelined=False, workers=0)
     return extract(plan, progress=options.progress)
 
 

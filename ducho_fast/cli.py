@@ -178,6 +178,8 @@ def print_summary(results) -> None:
 @click.option("--workers", type=int, help="Decode worker processes (0: decode inline).")
 @click.option("--output-format", type=click.Choice(["ducho", "compact", "both"]))
 @click.option("--shard-size", type=int)
+@click.option("--item-timeout", type=float, help="Seconds before a stuck decode is recorded.")
+@click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
     "--overwrite",
@@ -204,6 +206,8 @@ def extract_command(
     workers,
     output_format,
     shard_size,
+    item_timeout,
+    sequential,
     strict,
     overwrite,
     no_progress,
@@ -219,6 +223,8 @@ def extract_command(
         strict=strict,
         overwrite=overwrite,
         shard_size=shard_size,
+        item_timeout=item_timeout,
+        pipelined=not sequential,
         progress=not no_progress,
     )
     if config_path is not None:

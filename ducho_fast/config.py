@@ -116,6 +116,7 @@ class DuchoConfig(Strict):
     fp16_storage: bool = False
     normalize_before_fusion: bool = False
     shard_size: int = Field(default=1024, ge=1)
+    item_timeout: float = Field(default=60.0, gt=0)
     cache_dir: str | None = None
 
 

@@ -226,5 +226,6 @@ def build_plan(config: DuchoConfig, config_dir: Path, progress_workers: int | No
     options = PipelineOptions(
         workers=config.workers if progress_workers is None else progress_workers,
         shard_size=config.shard_size,
+        item_timeout_s=config.item_timeout,
     )
     return ExtractPlan(tuple(passes), tuple(fusions), options, config.overwrite, config.strict)

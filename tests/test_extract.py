@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
 from ducho_fast.api_extract import RunOptions, extract_config
-from ducho_fast.cli import main
 from ducho_fast.engine.preprocess import decode_image
 from ducho_fast.engine.writers import read_failures
 from ducho_fast.errors import ConfigError

@@ -1,0 +1,140 @@
+"""Pipelined == sequential, CLI == API, and a SIGKILLed run resumes to the same result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.cli import main
+
+from .conftest import shared_set
+
+
+@pytest.fixture(scope="module")
+def product_images(tmp_path_factory) -> Path:
+    """240 small product photos (links into ../shared)."""
+    source = shared_set("fashion-product-images") / "sample_images"
+    folder = tmp_path_factory.mktemp("products")
+    for path in sorted(source.glob("*.jpg"))[:240]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def run_api(model: Path, images: Path, output: Path, **options) -> Path:
+    job = SingleModelJob(str(model), output, images=images, batch_size=16)
+    extract_single(job, RunOptions(progress=False, shard_size=64, **options))
+    return output / model.name / "image_embeds"
+
+
+def compact(folder: Path) -> tuple[list[str], np.ndarray]:
+    return (folder / "ids.txt").read_text().splitlines(), np.load(folder / "features.npy")
+
+
+def test_pipelined_equals_sequential(tiny_clip, product_images, tmp_path):
+    piped = compact(run_api(tiny_clip, product_images, tmp_path / "piped", workers=2))
+    inline = compact(
+        run_api(tiny_clip, product_images, tmp_path / "inline", workers=0, pipelined=False)
+    )
+    assert piped[0] == inline[0] and len(piped[0]) == 240
+    np.testing.assert_array_equal(piped[1], inline[1])
+
+
+def test_cli_equals_python_api(tiny_clip, product_images, tmp_path):
+    api = compact(run_api(tiny_clip, product_images, tmp_path / "api", workers=2))
+    result = CliRunner().invoke(
+        main,
+        [
+            "extract",
+            "--model",
+            str(tiny_clip),
+            "--images",
+            str(product_images),
+            "--output",
+            str(tmp_path / "cli"),
+            "--batch-size",
+            "16",
+            "--shard-size",
+            "64",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "240/240 items" in result.output
+    cli = compact(tmp_path / "cli" / tiny_clip.name / "image_embeds")
+    assert cli[0] == api[0]
+    np.testing.assert_array_equal(cli[1], api[1])
+
+
+def extract_command(model: Path, images: Path, output: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "ducho_fast.cli",
+        "extract",
+        "--model",
+        str(model),
+        "--images",
+        str(images),
+        "--output",
+        str(output),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "16",
+        "--workers",
+        "1",
+        "--output-format",
+        "both",
+        "--no-progress",
+    ]
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tiny_clip, product_images, tmp_path):
+    env = {**os.environ, "DUCHO_FAST_CACHE": str(tmp_path / "cache")}
+    reference = tmp_path / "reference"
+    subprocess.run(
+        extract_command(tiny_clip, product_images, reference),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    output = tmp_path / "killed"
+    process = subprocess.Popen(
+        extract_command(tiny_clip, product_images, output),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = output / ".state" / tiny_clip.name
+    deadline = time.monotonic() + 120
+    while len(list(state.glob("shard-*.json"))) < 3 and time.monotonic() < deadline:
+        assert process.poll() is None, "the run finished before it could be interrupted"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    committed = len(list(state.glob("shard-*.json")))
+    assert 3 <= committed < 15  # 240 items / 16 per shard: interrupted mid-way
+
+    subprocess.run(
+        extract_command(tiny_clip, product_images, output), env=env, check=True, capture_output=True
+    )
+    ids, features = compact(output / tiny_clip.name / "image_embeds")
+    ref_ids, ref_features = compact(reference / tiny_clip.name / "image_embeds")
+    assert ids == ref_ids and len(ids) == len(set(ids)) == 240
+    np.testing.assert_array_equal(features, ref_features)
+    per_item = sorted(
+        p.name for p in (output / "ducho" / tiny_clip.name / "image_embeds").iterdir()
+    )
+    assert per_item == sorted(f"{i}.npy" for i in ids)  # no temp files, no duplicates
+    assert not list(output.rglob("*.tmp*"))
