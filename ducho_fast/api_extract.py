@@ -102,6 +102,8 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     options_ = PipelineOptions(
         workers=2 if options.workers is None else options.workers,
         shard_size=options.shard_size or 1024,
+        item_timeout_s=options.item_timeout or 60.0,
+        pipelined=options.pipelined,
     )
     plan = ExtractPlan((task,), (), options_, bool(options.overwrite), bool(options.strict))
     return extract(plan, progress=options.progress)

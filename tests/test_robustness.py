@@ -1,0 +1,174 @@
+"""Bad input: every file is featured or recorded with a reason; nothing escapes the output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.cli import main
+from ducho_fast.engine.sources import IMAGE_SUFFIXES
+from ducho_fast.engine.writers import read_failures
+from ducho_fast.export.validate import row_cosines
+
+from .conftest import shared_set
+
+QUIET = RunOptions(progress=False, shard_size=32, item_timeout=5)
+
+
+def run_images(model: Path, images: Path, output: Path, options: RunOptions = QUIET):
+    results = extract_single(SingleModelJob(str(model), output, images=images), options)
+    folder = output / model.name / "image_embeds"
+    ids = (folder / "ids.txt").read_text().splitlines()
+    return results[0], ids, np.load(folder / "features.npy")
+
+
+@pytest.mark.parametrize("data_set", ["sharp-fixtures", "skimage-data"])
+def test_every_file_is_featured_or_recorded(data_set, tiny_clip, tmp_path):
+    folder = shared_set(data_set) / "images"
+    result, ids, features = run_images(tiny_clip, folder, tmp_path / "out")
+    failures = read_failures(tmp_path / "out" / "failures.tsv")
+    listed = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    featured = {folder / f"{i}{suffix}" for i in ids for suffix in {p.suffix for p in listed}}
+    recorded = {Path(f.path) for f in failures}
+    for path in listed:
+        assert path in featured or path in recorded, f"{path.name}: neither featured nor recorded"
+    assert all(f.error and f.stage in ("decode", "preprocess", "id") for f in failures)
+    assert np.isfinite(features).all() and len(ids) == len(set(ids))
+    assert result.succeeded == len(ids) > 0
+
+
+def test_known_bad_fixtures_are_recorded_with_reasons(tiny_clip, tmp_path):
+    folder = shared_set("sharp-fixtures") / "images"
+    run_images(tiny_clip, folder, tmp_path / "out")
+    failures = {Path(f.path).name: f for f in read_failures(tmp_path / "out" / "failures.tsv")}
+    assert "DecompressionBomb" in failures["giant-image.jpg"].error
+    assert failures["corrupt-header.jpg"].stage == "decode"
+
+
+def test_missing_and_stuck_files_are_recorded(tiny_clip, tmp_path):
+    source = shared_set("skimage-data") / "images"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("astronaut.png", "coffee.png", "chelsea.png"):
+        (folder / name).symlink_to(source / name)
+    (folder / "gone.jpg").symlink_to(tmp_path / "does-not-exist.jpg")
+    os.mkfifo(folder / "stuck.jpg")  # opening it blocks forever: the worker must time out
+    options = RunOptions(progress=False, item_timeout=1, workers=1)
+    result, ids, _ = run_images(tiny_clip, folder, tmp_path / "out", options)
+    assert ids == ["astronaut", "chelsea", "coffee"]
+    failures = {f.item_id: f for f in read_failures(tmp_path / "out" / "failures.tsv")}
+    assert "FileNotFoundError" in failures["gone"].error
+    assert "timed out" in failures["stuck"].error
+    assert len(result.failures) == 2
+
+
+def test_exif_orientations_give_equal_features(tiny_clip, tmp_path):
+    folder = shared_set("exif-orientation") / "images"
+    _, ids, features = run_images(tiny_clip, folder, tmp_path / "out")
+    assert len(ids) == 18
+    for kind in ("Landscape", "Portrait"):
+        rows = [ids.index(f"{kind}_{n}") for n in range(9)]
+        base = features[rows[1]][None]
+        cosines = row_cosines(np.repeat(base, 9, axis=0), features[rows])
+        assert cosines.min() >= 0.999, cosines.round(5)
+
+
+def test_unsafe_ids_are_refused_and_nothing_escapes(tiny_st, tmp_path):
+    table = tmp_path / "items.tsv"
+    rows = [
+        "id\ttext",
+        "../escape\tred dress",
+        "a/b\tblue jeans",
+        "ok\tgreen coat",
+        f"{'x' * 300}\tlong id",
+        "ok\tduplicate",
+        ".hidden\tdot",
+        "empty\t  ",
+    ]
+    table.write_text("\n".join(rows) + "\n")
+    output = tmp_path / "out"
+    job = SingleModelJob(str(tiny_st), output, texts=table)
+    extract_single(job, RunOptions(progress=False, output_format="both"))
+    written = sorted(p.name for p in (output / "ducho" / "st" / "sentence_embedding").iterdir())
+    assert written == ["ok.npy"]
+    assert not (tmp_path / "escape.npy").exists() and not (output / "a").exists()
+    failures = read_failures(output / "failures.tsv")
+    reasons = {f.item_id: (f.stage, f.error) for f in failures}
+    assert reasons["../escape"][0] == "id" and reasons["a/b"][0] == "id"
+    assert "too long" in reasons["x" * 300][1]
+    assert "duplicate" in reasons["ok"][1] and reasons[".hidden"][0] == "id"
+    assert reasons["empty"] == ("read", "empty or missing text")
+
+
+def write_yaml(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def text_config(tmp_path: Path, model: str, **block) -> dict:
+    (tmp_path / "items.tsv").write_text("asin\tdescription\n1\tred dress\n")
+    return {
+        "dataset_path": str(tmp_path),
+        "textual": {
+            "items": {
+                "input_path": "items.tsv",
+                "item_column": "asin",
+                "text_column": "description",
+                "output_path": "out",
+                "model": [{"model_name": model, "backend": "sentence_transformers"}],
+                **block,
+            }
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c.update(bogus=1), "unknown key 'bogus'"),
+        (
+            lambda c: c["textual"]["items"].update(text_column="title"),
+            "has no column(s) ['title']; columns: ['asin', 'description']",
+        ),
+        (
+            lambda c: c["textual"]["items"]["model"][0].update(batch_size="big"),
+            "batch_size: Input should be a valid integer",
+        ),
+        (
+            lambda c: c["textual"]["items"]["model"][0].update(backend="tensorflow"),
+            "tensorflow backend is not supported",
+        ),
+        (lambda c: c.update(audio={"items": c["textual"]["items"]}), "audio modality"),
+    ],
+    ids=["unknown-key", "missing-column", "wrong-type", "tensorflow", "audio"],
+)
+def test_bad_config_is_refused_before_running(change, message, tmp_path, tiny_st):
+    config = text_config(tmp_path, str(tiny_st))
+    change(config)
+    result = CliRunner().invoke(main, ["extract", "--config", str(write_yaml(tmp_path, config))])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ducho-fast").exists()
+
+
+def test_strict_fails_on_any_failure_but_keeps_results(tmp_path, tiny_st):
+    config = text_config(tmp_path, str(tiny_st))
+    (tmp_path / "items.tsv").write_text("asin\tdescription\n1\tred dress\n2\t\n")
+    path = write_yaml(tmp_path, config)
+    assert (
+        CliRunner().invoke(main, ["extract", "--config", str(path), "--no-progress"]).exit_code == 0
+    )
+    strict = CliRunner().invoke(
+        main, ["extract", "--config", str(path), "--strict", "--no-progress"]
+    )
+    assert strict.exit_code == 1 and "1 items failed" in strict.output
+    assert (
+        tmp_path / "out" / "sentence_transformers" / "st" / "sentence_embedding" / "1.npy"
+    ).is_file()
