@@ -20,6 +20,7 @@ class StageTimer:
     items: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_batch_at: float | None = None
+    first_batch_items: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
@@ -38,6 +39,7 @@ class StageTimer:
         with self._lock:
             if self.first_batch_at is None:
                 self.first_batch_at = time.perf_counter()
+                self.first_batch_items = items
             self.items += items
 
     def summary(self) -> dict:
@@ -51,7 +53,7 @@ class StageTimer:
             "wall_seconds": total,
             "startup_seconds": startup,
             "items_per_s": self.items / total if total > 0 else 0.0,
-            "items_per_s_after_startup": self.items / steady,
+            "items_per_s_after_startup": (self.items - self.first_batch_items) / steady,
             "stage_seconds": dict(self.seconds),
             "inference_wait_share": waited / (waited + inference) if inference + waited else 0.0,
         }
