@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -11,7 +11,7 @@ from .config import load_config
 from .ducho_plan import build_plan
 from .engine.pipeline import PipelineOptions
 from .engine.sessions import DEFAULT_CACHE, RuntimeChoice
-from .engine.sources import list_images, list_texts
+from .engine.sources import Listing, list_images, list_texts
 from .errors import ConfigError
 from .extract import ExtractPlan, ModelTask, PassResult, PassTask, extract
 from .models.spec import ModelRef
@@ -63,6 +63,8 @@ class SingleModelJob:
     batch_size: int = 32
     runtime: str = "onnxruntime"
     precision: str = "fp32"
+    weights: str = "DEFAULT"  # torchvision: DEFAULT, none (random) or a state-dict file
+    limit: int | None = None  # only the first N items (benchmarks, smoke runs)
 
 
 def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> list[PassResult]:
@@ -77,7 +79,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     fmt = options.output_format or "compact"
     label = Path(job.model).name or job.model
     model = ModelTask(
-        ref=ModelRef(job.model, task=kind, layers=job.layers),
+        ref=ModelRef(job.model, task=kind, layers=job.layers, weights=job.weights),
         label=label,
         choice=choice,
         layer_dirs={},
@@ -90,6 +92,8 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         assert job.texts is not None
         lister = partial(list_texts, job.texts, job.id_column, (job.text_column,))
         lister()  # validate columns before anything runs
+    if job.limit is not None:
+        lister = partial(first_items, lister, job.limit)
     task = PassTask(
         f"{kind}s",
         kind,
@@ -107,6 +111,11 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     )
     plan = ExtractPlan((task,), (), options_, bool(options.overwrite), bool(options.strict))
     return extract(plan, progress=options.progress)
+
+
+def first_items(lister: Callable[[], Listing], limit: int) -> Listing:
+    listing = lister()
+    return Listing(listing.items[:limit], listing.failures)
 
 
 def with_pipeline(plan: ExtractPlan, **changes) -> ExtractPlan:

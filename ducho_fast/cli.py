@@ -243,5 +243,57 @@ def extract_command(
     print_summary(results)
 
 
+@main.command("bench")
+@click.option("--model", required=True, help="Hub id, local folder or torchvision name.")
+@click.option("--images", type=click.Path(path_type=Path), help="Image folder.")
+@click.option("--texts", type=click.Path(path_type=Path), help="TSV/CSV of texts.")
+@click.option("--id-column", default="id", show_default=True)
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--runtimes", default="torch,onnxruntime", show_default=True)
+@click.option("--precisions", default="fp32,int8", show_default=True)
+@click.option("--batch-sizes", default="32", show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--limit", type=int, help="Only the first N items.")
+@click.option("--weights", default="DEFAULT", help="torchvision weights: DEFAULT, none or a file.")
+@click.option("--label", help="Name of the result files (default: the model's name).")
+@click.option("--no-baseline", is_flag=True, help="Skip the Ducho-style baseline.")
+@click.option("--no-end-to-end", is_flag=True, help="Pure inference only.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("benchmarks/results/local"),
+    show_default=True,
+)
+@reports_errors
+def bench_command(
+    model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
+    workers, limit, weights, label, no_baseline, no_end_to_end, output,
+) -> None:  # fmt: skip
+    """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
+    from .bench import BenchConfig, run_bench
+
+    config = BenchConfig(
+        model=model,
+        output_dir=output,
+        images=images,
+        texts=texts,
+        id_column=id_column,
+        text_column=text_column,
+        runtimes=tuple(runtimes.split(",")),
+        precisions=tuple(precisions.split(",")),
+        batch_sizes=tuple(int(b) for b in batch_sizes.split(",")),
+        repeats=repeats,
+        workers=workers,
+        limit=limit,
+        weights=weights,
+        baseline=not no_baseline,
+        end_to_end=not no_end_to_end,
+        label=label,
+    )
+    run_bench(config, log=click.echo)
+    click.echo(f"wrote {output}/{config.name}.json, .md and .png")
+
+
 if __name__ == "__main__":
     main()

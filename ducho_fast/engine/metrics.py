@@ -21,6 +21,7 @@ class StageTimer:
     started: float = field(default_factory=time.perf_counter)
     first_batch_at: float | None = None
     first_batch_items: int = 0
+    first_batch_unix: float | None = None  # wall clock, so a parent process can time start-up
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
@@ -39,6 +40,7 @@ class StageTimer:
         with self._lock:
             if self.first_batch_at is None:
                 self.first_batch_at = time.perf_counter()
+                self.first_batch_unix = time.time()
                 self.first_batch_items = items
             self.items += items
 
@@ -52,6 +54,7 @@ class StageTimer:
             "items": self.items,
             "wall_seconds": total,
             "startup_seconds": startup,
+            "first_batch_unix": self.first_batch_unix,
             "items_per_s": self.items / total if total > 0 else 0.0,
             "items_per_s_after_startup": (self.items - self.first_batch_items) / steady,
             "stage_seconds": dict(self.seconds),

@@ -97,7 +97,9 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
     if choice.runtime == "tensorrt":
         from .runtime.tensorrt import TensorRTSession
 
-        session: Session = TensorRTSession.from_artifact(folder, manifest, kind)
+        session: Session = TensorRTSession.from_artifact(
+            folder, manifest, kind, cache_dir=choice.cache_dir / "tensorrt"
+        )
     else:
         session = OrtSession(folder / graph.file, OrtOptions(intra_op_threads=choice.threads))
     image = (

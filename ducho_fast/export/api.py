@@ -74,6 +74,10 @@ class TowerExport:
 
 def export(config: ExportConfig) -> Path:
     """Export `config.model` to a validated artifact folder and return its path."""
+    if config.tensorrt:  # fail before minutes of export work, not after
+        from .tensorrt_artifact import check_tensorrt_available
+
+        check_tensorrt_available()
     loaded = load_model(config.model)
     target = Path(config.output_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +90,7 @@ def export(config: ExportConfig) -> Path:
         if config.tensorrt:
             from .tensorrt_artifact import add_tensorrt_engines
 
-            add_tensorrt_engines(staging, manifest)
+            manifest = add_tensorrt_engines(staging, manifest)
         replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -87,6 +87,15 @@ def torchvision_name(source: str) -> str | None:
     return names.get(source.lower())
 
 
+def seeded_random_model(name: str) -> nn.Module:
+    """Random weights that are the same in every process, so runtimes can be compared."""
+    import torchvision
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return torchvision.models.get_model(name, weights=None)
+
+
 def _is_torchvision(ref: ModelRef, path: Path | None) -> bool:
     return path is None and torchvision_name(ref.source) is not None
 
@@ -98,8 +107,8 @@ def load_torchvision(ref: ModelRef, path: Path | None) -> LoadedModel:
     name = torchvision_name(ref.source)
     weights = ref.weights
     if weights.lower() == "none":
-        model = torchvision.models.get_model(name, weights=None)
-        fingerprint = f"torchvision:{name}:random"
+        model = seeded_random_model(name)
+        fingerprint = f"torchvision:{name}:random-seed0"
     elif Path(weights).is_file():
         model = torchvision.models.get_model(name, weights=None)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

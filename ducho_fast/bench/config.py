@@ -1,0 +1,76 @@
+"""What one benchmark run measures: one model, one data set, a grid of runtime x precision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.sessions import RUNTIMES
+from ..errors import ConfigError
+from ..export.api import PRECISIONS
+
+
+@dataclass(frozen=True)
+class Variant:
+    runtime: str
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime}:{self.precision}"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Settings of `ducho-fast bench`; `limit` caps the items read from the data set.
+
+    `weights` reaches torchvision models (`none` = random weights, as on machines with no hub).
+    `baseline` adds the Ducho-style reference run (see `bench.baseline`).
+    """
+
+    model: str
+    output_dir: Path
+    images: Path | None = None
+    texts: Path | None = None
+    id_column: str = "id"
+    text_column: str = "text"
+    runtimes: tuple[str, ...] = ("torch", "onnxruntime")
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    batch_sizes: tuple[int, ...] = (32,)
+    repeats: int = 3
+    workers: int = 2
+    limit: int | None = None
+    weights: str = "DEFAULT"
+    baseline: bool = True
+    end_to_end: bool = True
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.images is None and self.texts is None:
+            raise ConfigError("give --images DIR and/or --texts FILE to benchmark on")
+        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        if unknown:
+            raise ConfigError(f"unknown runtime(s) {unknown}; use some of {list(RUNTIMES)}")
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:
+            raise ConfigError(f"unknown precision(s) {unknown}; use some of {list(PRECISIONS)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError("batch sizes must be positive integers")
+        if self.repeats < 1:
+            raise ConfigError("repeats must be at least 1")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(
+            kind
+            for kind, source in (("image", self.images), ("text", self.texts))
+            if source is not None
+        )
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return tuple(Variant(r, p) for r in self.runtimes for p in self.precisions)
+
+    @property
+    def name(self) -> str:
+        return self.label or Path(self.model).name or self.model

@@ -1,0 +1,117 @@
+"""Pure inference: preprocessed inputs in memory, every variant on the same batches, interleaved.
+
+Variants take turns within each repetition so that machine noise (other load, frequency
+changes) hits them alike; a full warm-up pass first also collects each variant's outputs for
+the fidelity check against fp32 eager.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..engine.batching import text_batches
+from ..engine.preprocess import decode_image, preprocess_image
+from ..engine.sessions import OpenModel
+from ..engine.sources import Item
+from ..export.validate import row_cosines
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A data set turned into model-ready batches; `positions` maps rows back to input order."""
+
+    items: int
+    batches: tuple[dict[str, np.ndarray], ...]
+    positions: tuple[np.ndarray, ...]
+
+
+def preprocess_key(opened: OpenModel) -> str:
+    if opened.image is not None:
+        return json.dumps(opened.image.to_dict(), sort_keys=True)
+    assert opened.text is not None
+    return json.dumps([opened.text.pad_id, opened.text.pad_to])
+
+
+def decoded_pixels(opened: OpenModel, items: Sequence[Item]) -> np.ndarray:
+    """Every readable image as uint8 (N, H, W, 3); unreadable ones are left out here."""
+    assert opened.image is not None
+    arrays = []
+    for item in items:
+        try:
+            arrays.append(preprocess_image(decode_image(item.path), opened.image))
+        except Exception:  # the end-to-end run records these; pure inference only needs pixels
+            continue
+    return np.stack(arrays)
+
+
+def prepare(opened: OpenModel, items: Sequence[Item], batch_size: int) -> Prepared:
+    if opened.image is not None:
+        pixels = decoded_pixels(opened, items)
+        starts = range(0, len(pixels), batch_size)
+        return Prepared(
+            len(pixels),
+            tuple({"pixels": pixels[s : s + batch_size]} for s in starts),
+            tuple(np.arange(s, min(s + batch_size, len(pixels))) for s in starts),
+        )
+    assert opened.text is not None
+    token_ids = opened.text.tokenize([item.text or "" for item in items])
+    batches = list(text_batches(token_ids, opened.text.pad_id, batch_size, opened.text.pad_to))
+    return Prepared(
+        len(token_ids),
+        tuple(b.inputs for b in batches),
+        tuple(b.positions for b in batches),
+    )
+
+
+def run_all(opened: OpenModel, prepared: Prepared) -> dict[str, np.ndarray]:
+    """One pass over the data; outputs restored to input order."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    for inputs in prepared.batches:
+        for name, array in opened.session.run(inputs).items():
+            chunks.setdefault(name, []).append(array.reshape(len(array), -1))
+    order = np.argsort(np.concatenate(prepared.positions), kind="stable")
+    return {name: np.concatenate(parts)[order] for name, parts in chunks.items()}
+
+
+def fidelity(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per output: min and mean row cosine to the fp32 eager reference."""
+    result = {}
+    for name, ref in reference.items():
+        cosines = row_cosines(ref, outputs[name])
+        result[name] = {"min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean())}
+    return result
+
+
+def measure_inference(
+    opened: dict[str, OpenModel],
+    prepared: dict[str, Prepared],
+    reference: dict[str, np.ndarray],
+    repeats: int,
+) -> dict[str, dict[str, Any]]:
+    """items/s (median, min, max over repeats) and fidelity for each named variant."""
+    figures: dict[str, dict[str, Any]] = {}
+    for name, model in opened.items():
+        figures[name] = {"fidelity": fidelity(reference, run_all(model, prepared[name]))}
+    seconds: dict[str, list[float]] = {name: [] for name in opened}
+    for _ in range(repeats):
+        for name, model in opened.items():
+            start = time.perf_counter()
+            for inputs in prepared[name].batches:
+                model.session.run(inputs)
+            seconds[name].append(time.perf_counter() - start)
+    for name, values in seconds.items():
+        items = prepared[name].items
+        figures[name].update(
+            items_per_s=items / statistics.median(values),
+            min_items_per_s=items / max(values),
+            max_items_per_s=items / min(values),
+            seconds=values,
+        )
+    return figures

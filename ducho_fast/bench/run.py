@@ -1,0 +1,288 @@
+"""`run_bench`: pure inference, end to end and the Ducho-style baseline, measured in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine.sessions import OpenModel, RuntimeChoice, open_model
+from ..engine.sources import Item, list_images, list_texts
+from ..errors import DuchoFastError
+from ..export.validate import row_cosines
+from ..models.spec import ModelRef
+from .config import BenchConfig, Variant
+from .inference import Prepared, measure_inference, prepare, preprocess_key, run_all
+from .machine import flops_per_item, machine_info, matmul_gflops
+
+Log = Callable[[str], None]
+
+
+def unavailable(variant: Variant) -> str | None:
+    """Why this machine cannot run a variant, or None (opening it may still fail: recorded)."""
+    if variant.runtime in ("torch", "torch-compile") and variant.precision != "fp32":
+        return f"{variant.runtime} runs fp32 only; int8 and fp16 are ONNX/TensorRT variants"
+    if variant.runtime == "tensorrt":
+        from ..export.tensorrt import gpu_info, import_tensorrt
+
+        try:
+            import_tensorrt()
+            gpu_info()
+        except DuchoFastError as exc:
+            return str(exc)
+    return None
+
+
+def list_items(config: BenchConfig, kind: str) -> tuple[Item, ...]:
+    if kind == "image":
+        assert config.images is not None
+        items = list_images(config.images).items
+    else:
+        assert config.texts is not None
+        items = list_texts(config.texts, config.id_column, (config.text_column,)).items
+    return items[: config.limit] if config.limit else items
+
+
+def open_variants(
+    config: BenchConfig, kind: str, cache: Path, log: Log
+) -> tuple[dict[str, OpenModel], dict[str, str]]:
+    ref = ModelRef(config.model, task=kind, weights=config.weights)  # type: ignore[arg-type]
+    opened, skipped = {}, {}
+    for variant in config.variants:
+        reason = unavailable(variant)
+        if reason is None:
+            log(f"  opening {variant.name} (exports on first use)")
+            choice = RuntimeChoice(variant.runtime, variant.precision, cache_dir=cache)  # type: ignore[arg-type]
+            try:
+                opened[variant.name] = open_model(ref, kind, choice, key="m0")
+            except DuchoFastError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+        if reason is not None:
+            skipped[variant.name] = reason
+            log(f"  skipping {variant.name}: {reason}")
+    return opened, skipped
+
+
+def pure_inference(
+    config: BenchConfig,
+    reference: OpenModel,
+    opened: dict[str, OpenModel],
+    items: Sequence[Item],
+    peak_gflops: float,
+) -> dict[str, Any]:
+    per_batch: dict[str, Any] = {}
+    for batch_size in config.batch_sizes:
+        cache: dict[str, Prepared] = {}
+        prepared = {}
+        for name, model in {"reference": reference, **opened}.items():
+            key = preprocess_key(model)
+            if key not in cache:
+                cache[key] = prepare(model, items, batch_size)
+            prepared[name] = cache[key]
+        ref_outputs = run_all(reference, prepared["reference"])
+        figures = measure_inference(opened, prepared, ref_outputs, config.repeats)
+        first = prepared["reference"].batches[0]
+        flops = flops_per_item(
+            reference.session.tower.module,  # type: ignore[attr-defined]
+            first,
+            reference.session.input_names,
+        )
+        for fig in figures.values():
+            achieved = flops * fig["items_per_s"] / 1e9
+            fig["gflops"] = achieved
+            fig["share_of_matmul_peak"] = achieved / peak_gflops
+        per_batch[str(batch_size)] = {"flops_per_item": flops, "variants": figures}
+    return per_batch
+
+
+def launch(spec: dict, cache: Path) -> dict[str, Any]:
+    """Run one end-to-end job in a new interpreter; command time includes its start-up."""
+    env = {**os.environ, "DUCHO_FAST_CACHE": str(cache)}
+    launched = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "ducho_fast.bench.worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    finished = time.time()
+    if done.returncode != 0:
+        raise DuchoFastError(f"{spec['mode']} run failed:\n{done.stderr[-2000:]}")
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    metrics["command_seconds"] = finished - launched
+    metrics["command_items_per_s"] = metrics["items"] / (finished - launched)
+    first = metrics.get("first_batch_unix")
+    metrics["startup_to_first_batch_s"] = first - launched if first else None
+    return metrics
+
+
+def read_outputs(folder: Path) -> dict[str, np.ndarray]:
+    """Features by id from a compact folder (features.npy + ids.txt) or per-item .npy files."""
+    compact = next(folder.rglob("features.npy"), None)
+    if compact is not None:
+        ids = (compact.parent / "ids.txt").read_text().splitlines()
+        return dict(zip(ids, np.load(compact), strict=True))
+    return {p.stem: np.load(p).reshape(-1) for p in folder.rglob("*.npy")}
+
+
+def cosine_by_id(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict:
+    common = sorted(set(reference) & set(other))
+    if not common:
+        return {"items": 0}
+    cosines = row_cosines(
+        np.stack([reference[i] for i in common]), np.stack([other[i] for i in common])
+    )
+    return {"items": len(common), "min_cosine": float(cosines.min()), "mean": float(cosines.mean())}
+
+
+def end_to_end(
+    config: BenchConfig, kind: str, names: Sequence[str], work: Path, cache: Path, log: Log
+) -> dict[str, Any]:
+    """Each variant and baseline as a fresh command, interleaved over the repetitions."""
+    base = {
+        "kind": kind,
+        "model": config.model,
+        "images": str(config.images),
+        "texts": str(config.texts),
+        "id_column": config.id_column,
+        "text_column": config.text_column,
+        "batch_size": config.batch_sizes[0],
+        "workers": config.workers,
+        "weights": config.weights,
+        "limit": config.limit,
+    }
+    jobs: dict[str, dict] = {}
+    for name in names:
+        runtime, precision = name.split(":")
+        jobs[name] = {**base, "mode": "ducho-fast", "runtime": runtime, "precision": precision}
+    if config.baseline:
+        jobs["baseline"] = {**base, "mode": "ducho"}
+        if kind == "text" and (Path(config.model) / "modules.json").is_file():
+            jobs["baseline-transformers"] = {**base, "mode": "ducho-transformers-text"}
+    runs: dict[str, list[dict]] = {name: [] for name in jobs}
+    for repeat in range(config.repeats):
+        for name, spec in jobs.items():
+            output = work / f"e2e-{kind}-{name.replace(':', '-')}-{repeat}"
+            log(f"  end to end {name} ({repeat + 1}/{config.repeats})")
+            runs[name].append(launch({**spec, "output": str(output)}, cache))
+    result = {name: summarize_runs(values) for name, values in runs.items()}
+    if "baseline" in jobs:
+        baseline = read_outputs(work / f"e2e-{kind}-baseline-0")
+        for name in jobs:
+            if name != "baseline":
+                own = read_outputs(work / f"e2e-{kind}-{name.replace(':', '-')}-0")
+                result[name]["cosine_to_baseline"] = cosine_by_id(baseline, own)
+    return result
+
+
+def summarize_runs(runs: list[dict]) -> dict[str, Any]:
+    """Median figures over repetitions; the per-stage split of the median run."""
+    key = "command_items_per_s"
+    median = statistics.median(r[key] for r in runs)
+    typical = min(runs, key=lambda r: abs(r[key] - median))
+    return {
+        "items": typical["items"],
+        "command_items_per_s": median,
+        "min_command_items_per_s": min(r[key] for r in runs),
+        "max_command_items_per_s": max(r[key] for r in runs),
+        "steady_items_per_s": steady_rate(runs),
+        "startup_to_first_batch_s": statistics.median(
+            r["startup_to_first_batch_s"] for r in runs if r["startup_to_first_batch_s"]
+        ),
+        "stage_seconds": typical["stage_seconds"],
+        "inference_wait_share": typical["inference_wait_share"],
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "peak_worker_rss_mib": max(r["peak_worker_rss_mib"] for r in runs),
+        "runs": runs,
+    }
+
+
+def steady_rate(runs: list[dict]) -> float | None:
+    """Median items/s after the first batch; None when every item came in the first batch."""
+    rates = [r["items_per_s_after_startup"] for r in runs if r["items_per_s_after_startup"] > 0]
+    return statistics.median(rates) if rates else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def add_ratios(result: dict[str, Any], batch_size: int) -> None:
+    """Pipeline efficiency and ratios to the baseline, from figures of the same run."""
+    pure = result["pure_inference"][str(batch_size)]["variants"]
+    e2e = result["end_to_end"]
+    base = e2e.get("baseline")
+    for name, fig in e2e.items():
+        if name in pure:
+            fig["pipeline_efficiency"] = ratio(fig["steady_items_per_s"], pure[name]["items_per_s"])
+        if base is not None:
+            fig["ratio_to_baseline"] = ratio(
+                fig["command_items_per_s"], base["command_items_per_s"]
+            )
+            fig["steady_ratio_to_baseline"] = ratio(
+                fig["steady_items_per_s"], base["steady_items_per_s"]
+            )
+
+
+def bench_kind(
+    config: BenchConfig, kind: str, work: Path, cache: Path, peak: float, log: Log
+) -> dict[str, Any]:
+    items = list_items(config, kind)
+    log(f"{config.name} {kind}: {len(items)} items")
+    reference = open_model(
+        ModelRef(config.model, task=kind, weights=config.weights),  # type: ignore[arg-type]
+        kind,
+        RuntimeChoice("torch", "fp32", cache_dir=cache),
+        key="m0",
+    )
+    opened, skipped = open_variants(config, kind, cache, log)
+    result: dict[str, Any] = {"items": len(items), "skipped": skipped}
+    log("  pure inference")
+    result["pure_inference"] = pure_inference(config, reference, opened, items, peak)
+    if config.end_to_end:
+        result["end_to_end"] = end_to_end(config, kind, list(opened), work, cache, log)
+        add_ratios(result, config.batch_sizes[0])
+    return result
+
+
+def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
+    """Measure every runnable variant of `config`; returns the results (see `report`)."""
+    from .report import write_reports
+
+    started = time.time()
+    results: dict[str, Any] = {
+        "model": config.name,
+        "source": config.model,
+        "settings": {
+            "runtimes": list(config.runtimes),
+            "precisions": list(config.precisions),
+            "batch_sizes": list(config.batch_sizes),
+            "repeats": config.repeats,
+            "workers": config.workers,
+            "limit": config.limit,
+        },
+        "machine": machine_info(),
+    }
+    results["machine"]["matmul_fp32_gflops"] = matmul_gflops()
+    with tempfile.TemporaryDirectory(prefix="ducho-fast-bench-") as tmp:
+        work, cache = Path(tmp), Path(tmp) / "cache"
+        results["kinds"] = {
+            kind: bench_kind(
+                config, kind, work, cache, results["machine"]["matmul_fp32_gflops"], log
+            )
+            for kind in config.kinds
+        }
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    results["seconds"] = time.time() - started
+    write_reports(results, config.output_dir)
+    return results
