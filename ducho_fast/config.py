@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -53,8 +60,16 @@ class ModelEntry(Strict):
     @classmethod
     def _two_sizes(cls, value: list[int] | None) -> list[int] | None:
         if value is not None and (len(value) != 2 or min(value) < 1):
-            raise ValueError("reshape must be [height, width] with positive sizes")
+            raise ValueError("reshape must be [width, height] with positive sizes")
         return value
+
+    @model_validator(mode="after")
+    def _mean_std_with_zscore(self) -> ModelEntry:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give mean and std together")
+        if self.mean is not None and self.preprocessing != "zscore":
+            raise ValueError("mean and std apply only with preprocessing: zscore (as in Ducho)")
+        return self
 
     @property
     def layers(self) -> tuple[str, ...]:

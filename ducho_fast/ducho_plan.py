@@ -26,30 +26,47 @@ from .models.spec import ModelRef
 FAST_DIR = "ducho-fast"
 
 
-def model_folder(name: str) -> str:
-    """Ducho's model folder: the model name as given; a local path contributes its last part."""
+def model_folder(name: str, modality: str) -> str:
+    """Ducho's model folder. Visual: the last part of the name without its extension
+    (`ResNet50`, `MMFashion.pt` -> `MMFashion`); textual and visual_textual: the name as given,
+    so a hub id nests (`sentence-transformers/all-mpnet-base-v2`). A local path in those
+    modalities contributes its last part (Ducho would join the whole path)."""
     path = Path(name)
-    if path.is_absolute() or name.startswith((".", "~")):
+    if modality == "visual":
+        return Path(path.name).stem  # Ducho's splitext(basename(name))[0]
+    if path.is_absolute() or name.startswith((".", "~")) or path.exists():
         return path.name
     return name
 
 
-def model_ref(entry: ModelEntry, kind: str) -> ModelRef:
+def model_ref(entry: ModelEntry, kind: str, modality: str) -> ModelRef:
     task = "image" if kind == "image" else "text"
     if entry.backend == "torch":
-        size = tuple(entry.reshape) if entry.reshape else (224, 224)
-        return ModelRef(
-            entry.model_name,
-            task=task,
-            layers=entry.layers,
-            image_size=size,  # type: ignore[arg-type]
-            mean=tuple(entry.mean) if entry.mean else IMAGENET_MEAN,  # type: ignore[arg-type]
-            std=tuple(entry.std) if entry.std else IMAGENET_STD,  # type: ignore[arg-type]
-            normalization=entry.preprocessing or "zscore",
-            weights=entry.weights,
-        )
+        return torch_model_ref(entry, task)
     layers = tuple(layer for layer in entry.layers if not layer.isdigit())
-    return ModelRef(entry.model_name, task=task, layers=layers)
+    family = "hf_text" if modality == "textual" and entry.backend == "transformers" else "auto"
+    return ModelRef(entry.model_name, task=task, layers=layers, family=family)  # type: ignore[arg-type]
+
+
+def torch_model_ref(entry: ModelEntry, task: str) -> ModelRef:
+    """Ducho's torch path: `reshape` is PIL's (width, height), bicubic; without `preprocessing`
+    only ToTensor's rescale to [0, 1]; zscore with ImageNet or the given mean/std; minmax."""
+    width, height = entry.reshape if entry.reshape else (224, 224)
+    if entry.preprocessing == "zscore":
+        mean = tuple(entry.mean) if entry.mean else IMAGENET_MEAN
+        std = tuple(entry.std) if entry.std else IMAGENET_STD
+    else:  # rescale only (Ducho's default) or per-image minmax: no mean/std step
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return ModelRef(
+        entry.model_name,
+        task=task,  # type: ignore[arg-type]
+        layers=entry.layers,
+        image_size=(height, width),
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        normalization=entry.preprocessing or "zscore",
+        weights=entry.weights,
+    )
 
 
 def layer_dirs(entry: ModelEntry) -> dict[str, str]:
@@ -77,10 +94,11 @@ class DuchoPlanner:
         )
 
     def model_task(self, entry: ModelEntry, kind: str, out_root: Path, where: str) -> ModelTask:
-        folder = model_folder(entry.model_name)
+        modality = where.split("/", 1)[0]
+        folder = model_folder(entry.model_name, modality)
         fmt = self.config.output_format
         return ModelTask(
-            ref=model_ref(entry, kind),
+            ref=model_ref(entry, kind, modality),
             label=folder,
             choice=self.choice(entry),
             layer_dirs=layer_dirs(entry),

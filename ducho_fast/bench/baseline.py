@@ -2,10 +2,13 @@
 
 Eager PyTorch, the model's own Hugging Face processor (or Ducho's torchvision transforms),
 a DataLoader with workers, batch 32, text padded to the maximum length where Ducho pads
-(CLIP: 77; the transformers text backend: 512), the torchvision feature extractor re-traced
-for every batch, and one `.npy` of shape (1, D) written per item. sentence-transformers runs
-through `SentenceTransformer.encode`, as in Ducho. Ducho itself cannot run here (it imports
-TensorFlow at start-up); these are its code paths, not its code.
+(CLIP: 77), the transformers text backend's `pooler_output` over batches in file order
+padded to their longest text (Ducho's code pads with `padding=True`), the torchvision feature
+extractor re-traced for every batch and returning every node up to the layer (as Ducho's
+does, which keeps all those activations alive), and one `.npy` of shape (1, D) written per
+item. sentence-transformers runs through `SentenceTransformer.encode`, as in Ducho. Ducho
+itself cannot run here (it imports TensorFlow at start-up); these are its code paths, not its
+code.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class BaselineJob:
     batch_size: int = 32
     workers: int = 2
     weights: str = "DEFAULT"
-    flavour: str = "ducho"  # or ducho-transformers-text: a text model through AutoModel, 512
+    flavour: str = "ducho"  # or ducho-transformers-text: a text model through AutoModel
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -94,9 +97,13 @@ def image_model(job: BaselineJob) -> tuple[Callable[[torch.Tensor], torch.Tensor
 
 
 def torchvision_model(job: BaselineJob):
-    """Ducho's torch path: Resize bicubic, ToTensor, Normalize; FX extractor built per batch."""
+    """Ducho's torch path with `reshape: [224, 224]` and `preprocessing: zscore`: bicubic
+    resize, ToTensor, ImageNet Normalize; the FX extractor built anew for every batch."""
     from torchvision import models, transforms
-    from torchvision.models.feature_extraction import create_feature_extractor
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor,
+        get_graph_node_names,
+    )
 
     from ..models.spec import ModelRef
     from ..models.torchvision_models import (
@@ -124,8 +131,11 @@ def torchvision_model(job: BaselineJob):
     )
 
     def forward(pixels: torch.Tensor) -> torch.Tensor:
-        extractor = create_feature_extractor(model, ["avgpool"])  # Ducho re-traces every batch
-        return extractor(pixels)["avgpool"]
+        # Ducho re-traces every batch, naming every eval node up to the wanted layer
+        nodes = get_graph_node_names(model)[1]
+        wanted = nodes[: nodes.index("avgpool") + 1]
+        extractor = create_feature_extractor(model, {n: f"layer{i}" for i, n in enumerate(wanted)})
+        return extractor(pixels)[f"layer{len(wanted) - 1}"]
 
     return forward, transform
 
@@ -166,11 +176,9 @@ def text_model(job: BaselineJob) -> Callable[[list[str]], np.ndarray]:
         return clip_text
 
     def transformers_text(texts: list[str]) -> np.ndarray:
-        tokens = tokenizer(
-            texts, padding="max_length", max_length=512, truncation=True, return_tensors="pt"
-        )
-        hidden = model(**tokens).last_hidden_state
-        return hidden.mean(dim=1).numpy()  # Ducho: mean over all 512 positions, padding included
+        # Ducho: batch_encode_plus(padding=True, truncation=True), then getattr(output, layer)
+        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        return model(**tokens).pooler_output.numpy()
 
     return transformers_text
 

@@ -161,6 +161,8 @@ def cache_key(ref: ModelRef, precision: str) -> str:
         "mean": list(ref.mean),
         "std": list(ref.std),
         "precision": precision,
+        "family": ref.family,
+        "normalization": ref.normalization,
     }
     path = Path(ref.source)
     if path.exists():

@@ -202,3 +202,63 @@ def load_hf_vision(ref: ModelRef, path: Path | None) -> LoadedModel:
 
 def _has_pooler(model: nn.Module) -> bool:
     return getattr(model, "pooler", None) is not None or "ResNet" in type(model).__name__
+
+
+# --- plain transformers text models (Ducho's `transformers` textual backend) ----------------------
+
+TEXT_OUTPUTS = ("pooler_output",)
+
+
+class OutputAttributes:
+    """Picks attributes of the model output, as Ducho's `getattr(output, layer)` does."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def __call__(self, body: nn.Module, input_ids, attention_mask) -> tuple[torch.Tensor, ...]:
+        out = body(input_ids=input_ids, attention_mask=attention_mask)
+        return tuple(getattr(out, name) for name in self.names)
+
+
+def text_max_length(tokenizer: Any, model: nn.Module) -> int:
+    """The tokenizer's own limit (what `truncation=True` uses), capped by the position table."""
+    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    positions = int(getattr(model.config, "max_position_embeddings", 512))
+    return min(limit, positions) if limit > 0 else positions
+
+
+def _is_hf_text(ref: ModelRef, path: Path | None) -> bool:
+    return bool(read_config(path)) and (path / "tokenizer_config.json").is_file()  # type: ignore[operator]
+
+
+@register_family("hf_text", _is_hf_text, "transformers text model (pooler_output)")
+def load_hf_text(ref: ModelRef, path: Path | None) -> LoadedModel:
+    """Ducho's transformers text backend: AutoModel and its tokenizer, a named output saved.
+
+    `last_hidden_state` is refused: Ducho saves it padded to each batch's longest text, so
+    its shape depends on how items were batched; use `pooler_output` or sentence-transformers.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if path is None:
+        raise ModelLoadError(f"{ref.source} is neither a local folder nor a hub id")
+    layers = ref.layers or TEXT_OUTPUTS
+    unknown = [layer for layer in layers if layer not in TEXT_OUTPUTS]
+    if unknown:
+        raise ModelLoadError(
+            f"output layer(s) {unknown} of {ref.source} are not supported for text: use "
+            f"{list(TEXT_OUTPUTS)} (last_hidden_state is padded per batch in Ducho, so its "
+            "shape is not a property of the item) or the sentence_transformers backend"
+        )
+    model = AutoModel.from_pretrained(path, attn_implementation="eager")
+    if getattr(model, "pooler", None) is None:
+        raise ModelLoadError(f"{ref.source} has no pooler, so it has no pooler_output")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tower = Tower(
+        "text",
+        TextTower(model, OutputAttributes(layers)),
+        layers,
+        text=TextPreprocessSpec(max_length=text_max_length(tokenizer, model), padding="longest"),
+        tokenizer=tokenizer,
+    )
+    return LoadedModel(ref.source, "hf_text", (tower,), fingerprint_path(path), path)

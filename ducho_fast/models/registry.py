@@ -59,17 +59,22 @@ def load_model(ref: ModelRef) -> LoadedModel:
     path = resolve_local_path(ref)
     if path is None and _looks_like_hub_id(ref.source):
         path = download_snapshot(ref.source)
+    if ref.family != "auto":
+        return eval_mode(get_family(ref.family).load(ref, path))
     for family in FAMILIES.values():
         if family.detect(ref, path):
-            loaded = family.load(ref, path)
-            for tower in loaded.towers:
-                tower.module.eval()
-            return loaded
+            return eval_mode(family.load(ref, path))
     raise ModelLoadError(
         f"cannot tell what kind of model {ref.source!r} is. Give a transformers or "
         "sentence-transformers folder or hub id, a torchvision architecture name (e.g. resnet50), "
         f"or a pickled torch module with --trust-pickle. Known families: {sorted(FAMILIES)}"
     )
+
+
+def eval_mode(loaded: LoadedModel) -> LoadedModel:
+    for tower in loaded.towers:
+        tower.module.eval()
+    return loaded
 
 
 def _looks_like_hub_id(source: str) -> bool:

@@ -31,6 +31,8 @@ class ModelRef:
 
     `weights` is for torchvision: `DEFAULT` (download), `none` (random) or a state-dict path.
     The image overrides apply where the model carries no preprocessing (torchvision, pickles).
+    `family` skips detection where the user's backend decides (a sentence-transformers folder
+    run through Ducho's `transformers` backend is a plain transformers text model).
     """
 
     source: str
@@ -42,6 +44,7 @@ class ModelRef:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     normalization: str = "zscore"
+    family: str = "auto"  # or a registered family name, e.g. `hf_text` for Ducho's transformers
 
 
 @dataclass(frozen=True, eq=False)
