@@ -29,6 +29,7 @@ class RunOptions:
     overwrite: bool | None = None
     shard_size: int | None = None
     item_timeout: float | None = None
+    jpeg_draft: bool | None = None
     pipelined: bool = True
     progress: bool = True
 
@@ -107,6 +108,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         workers=2 if options.workers is None else options.workers,
         shard_size=options.shard_size or 1024,
         item_timeout_s=options.item_timeout or 60.0,
+        jpeg_draft=bool(options.jpeg_draft),
         pipelined=options.pipelined,
     )
     plan = ExtractPlan((task,), (), options_, bool(options.overwrite), bool(options.strict))

@@ -179,6 +179,12 @@ def print_summary(results) -> None:
 @click.option("--output-format", type=click.Choice(["ducho", "compact", "both"]))
 @click.option("--shard-size", type=int)
 @click.option("--item-timeout", type=float, help="Seconds before a stuck decode is recorded.")
+@click.option(
+    "--jpeg-draft",
+    is_flag=True,
+    default=None,
+    help="Decode JPEGs at reduced size (faster, not exact; never below the model's input).",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
@@ -207,6 +213,7 @@ def extract_command(
     output_format,
     shard_size,
     item_timeout,
+    jpeg_draft,
     sequential,
     strict,
     overwrite,
@@ -224,6 +231,7 @@ def extract_command(
         overwrite=overwrite,
         shard_size=shard_size,
         item_timeout=item_timeout,
+        jpeg_draft=jpeg_draft,
         pipelined=not sequential,
         progress=not no_progress,
     )
@@ -259,6 +267,7 @@ def extract_command(
 @click.option("--label", help="Name of the result files (default: the model's name).")
 @click.option("--no-baseline", is_flag=True, help="Skip the Ducho-style baseline.")
 @click.option("--no-end-to-end", is_flag=True, help="Pure inference only.")
+@click.option("--jpeg-draft", is_flag=True, help="Also time reduced-size JPEG decoding.")
 @click.option(
     "--output",
     type=click.Path(path_type=Path),
@@ -268,7 +277,7 @@ def extract_command(
 @reports_errors
 def bench_command(
     model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
-    workers, limit, weights, label, no_baseline, no_end_to_end, output,
+    workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from .bench import BenchConfig, run_bench
@@ -289,6 +298,7 @@ def bench_command(
         weights=weights,
         baseline=not no_baseline,
         end_to_end=not no_end_to_end,
+        jpeg_draft=jpeg_draft,
         label=label,
     )
     run_bench(config, log=click.echo)

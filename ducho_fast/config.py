@@ -132,6 +132,7 @@ class DuchoConfig(Strict):
     normalize_before_fusion: bool = False
     shard_size: int = Field(default=1024, ge=1)
     item_timeout: float = Field(default=60.0, gt=0)
+    jpeg_draft: bool = False
     cache_dir: str | None = None
 
 

@@ -245,5 +245,6 @@ def build_plan(config: DuchoConfig, config_dir: Path, progress_workers: int | No
         workers=config.workers if progress_workers is None else progress_workers,
         shard_size=config.shard_size,
         item_timeout_s=config.item_timeout,
+        jpeg_draft=config.jpeg_draft,
     )
     return ExtractPlan(tuple(passes), tuple(fusions), options, config.overwrite, config.strict)

@@ -43,6 +43,7 @@ class BenchConfig:
     weights: str = "DEFAULT"
     baseline: bool = True
     end_to_end: bool = True
+    jpeg_draft: bool = False  # also run ONNX Runtime end to end with reduced-size JPEG decoding
     label: str | None = None
 
     def __post_init__(self) -> None:

@@ -145,6 +145,10 @@ def cosine_by_id(reference: dict[str, np.ndarray], other: dict[str, np.ndarray])
     return {"items": len(common), "min_cosine": float(cosines.min()), "mean": float(cosines.mean())}
 
 
+def folder_name(job: str) -> str:
+    return job.replace(":", "-").replace("+", "-")
+
+
 def end_to_end(
     config: BenchConfig, kind: str, names: Sequence[str], work: Path, cache: Path, log: Log
 ) -> dict[str, Any]:
@@ -165,6 +169,8 @@ def end_to_end(
     for name in names:
         runtime, precision = name.split(":")
         jobs[name] = {**base, "mode": "ducho-fast", "runtime": runtime, "precision": precision}
+        if config.jpeg_draft and kind == "image" and runtime == "onnxruntime":
+            jobs[f"{name}+jpeg-draft"] = {**jobs[name], "jpeg_draft": True}
     if config.baseline:
         jobs["baseline"] = {**base, "mode": "ducho"}
         if kind == "text" and (Path(config.model) / "modules.json").is_file():
@@ -172,7 +178,7 @@ def end_to_end(
     runs: dict[str, list[dict]] = {name: [] for name in jobs}
     for repeat in range(config.repeats):
         for name, spec in jobs.items():
-            output = work / f"e2e-{kind}-{name.replace(':', '-')}-{repeat}"
+            output = work / f"e2e-{kind}-{folder_name(name)}-{repeat}"
             log(f"  end to end {name} ({repeat + 1}/{config.repeats})")
             runs[name].append(launch({**spec, "output": str(output)}, cache))
     result = {name: summarize_runs(values) for name, values in runs.items()}
@@ -180,7 +186,7 @@ def end_to_end(
         baseline = read_outputs(work / f"e2e-{kind}-baseline-0")
         for name in jobs:
             if name != "baseline":
-                own = read_outputs(work / f"e2e-{kind}-{name.replace(':', '-')}-0")
+                own = read_outputs(work / f"e2e-{kind}-{folder_name(name)}-0")
                 result[name]["cosine_to_baseline"] = cosine_by_id(baseline, own)
     return result
 
@@ -223,8 +229,11 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
     e2e = result["end_to_end"]
     base = e2e.get("baseline")
     for name, fig in e2e.items():
-        if name in pure:
-            fig["pipeline_efficiency"] = ratio(fig["steady_items_per_s"], pure[name]["items_per_s"])
+        variant = name.split("+")[0]
+        if variant in pure:
+            fig["pipeline_efficiency"] = ratio(
+                fig["steady_items_per_s"], pure[variant]["items_per_s"]
+            )
         if base is not None:
             fig["ratio_to_baseline"] = ratio(
                 fig["command_items_per_s"], base["command_items_per_s"]

@@ -54,6 +54,7 @@ def run_ducho_fast(spec: dict) -> dict:
         workers=spec["workers"],
         output_format="compact",
         overwrite=True,
+        jpeg_draft=spec.get("jpeg_draft", False),
         progress=False,
     )
     (result,) = extract_single(job, options)

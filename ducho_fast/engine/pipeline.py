@@ -21,7 +21,7 @@ import numpy as np
 
 from .batching import text_batches
 from .metrics import StageTimer
-from .preprocess import ImagePreprocessSpec, decode_image, preprocess_image
+from .preprocess import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
 from .runtime.base import Session
 from .sources import Item
 from .writers import Failure, ShardStore
@@ -36,6 +36,7 @@ class PipelineOptions:
     shard_size: int = 1024
     prefetch_batches: int = 4
     item_timeout_s: float = 60.0
+    jpeg_draft: bool = False  # reduced-size JPEG decoding: faster, not exact (opt-in)
     pipelined: bool = True
     progress: bool = True
 
@@ -104,11 +105,16 @@ class ImageDataset:
     """Map-style dataset for DataLoader workers: decode once, preprocess per distinct spec."""
 
     def __init__(
-        self, items: Sequence[Item], specs: Mapping[str, ImagePreprocessSpec], timeout_s: float
+        self,
+        items: Sequence[Item],
+        specs: Mapping[str, ImagePreprocessSpec],
+        timeout_s: float,
+        jpeg_draft: bool = False,
     ):
         self.items = list(items)
         self.specs = dict(specs)
         self.timeout_s = timeout_s
+        self.draft_side = draft_side(self.specs.values()) if jpeg_draft and specs else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -120,7 +126,7 @@ class ImageDataset:
         try:
             with time_limit(self.timeout_s):
                 start = time.perf_counter()
-                image = decode_image(item.path)
+                image = decode_image(item.path, self.draft_side)
                 timings["read_decode"] = time.perf_counter() - start
                 stage = "preprocess"
                 start = time.perf_counter()
@@ -168,7 +174,7 @@ def image_batches(
         return
     workers = options.workers if options.pipelined else 0
     loader = DataLoader(
-        ImageDataset(items, specs, options.item_timeout_s),
+        ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft),
         batch_sampler=[chunk for _, chunk, _ in plan],
         num_workers=workers,
         collate_fn=collate_images,

