@@ -29,6 +29,14 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def startup_text(figures: dict[str, Any]) -> str:
+    if not figures:
+        return "-"
+    ready = figures.get("startup_to_first_input_s")
+    done = figures.get("startup_to_first_batch_s")
+    return f"{fmt(ready, 2)} / {fmt(done, 2)}"
+
+
 def fidelity_text(figures: dict[str, Any]) -> str:
     cosines = [f["min_cosine"] for f in figures.get("fidelity", {}).values()]
     return f"{min(cosines):.5f}" if cosines else "-"
@@ -44,7 +52,7 @@ COLUMNS = (
     "x baseline",
     "efficiency",
     "inference waited",
-    "start-up s",
+    "start-up s (to first input / batch done)",
     "peak RSS MiB",
     "min cos vs baseline",
 )
@@ -75,7 +83,7 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
                     fmt(e.get("ratio_to_baseline"), 2),
                     fmt(e.get("pipeline_efficiency"), 2),
                     fmt(100 * e["inference_wait_share"]) + "%" if e else "-",
-                    fmt(e.get("startup_to_first_batch_s"), 2),
+                    startup_text(e),
                     fmt(e.get("peak_rss_mib"), 0),
                     fmt(e.get("cosine_to_baseline", {}).get("min_cosine"), 5),
                 ]

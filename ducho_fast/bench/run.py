@@ -122,7 +122,9 @@ def launch(spec: dict, cache: Path) -> dict[str, Any]:
     metrics["command_seconds"] = finished - launched
     metrics["command_items_per_s"] = metrics["items"] / (finished - launched)
     first = metrics.get("first_batch_unix")
+    ready = metrics.get("first_input_unix")
     metrics["startup_to_first_batch_s"] = first - launched if first else None
+    metrics["startup_to_first_input_s"] = ready - launched if ready else None
     return metrics
 
 
@@ -202,15 +204,19 @@ def summarize_runs(runs: list[dict]) -> dict[str, Any]:
         "min_command_items_per_s": min(r[key] for r in runs),
         "max_command_items_per_s": max(r[key] for r in runs),
         "steady_items_per_s": steady_rate(runs),
-        "startup_to_first_batch_s": statistics.median(
-            r["startup_to_first_batch_s"] for r in runs if r["startup_to_first_batch_s"]
-        ),
+        "startup_to_first_batch_s": median_of(runs, "startup_to_first_batch_s"),
+        "startup_to_first_input_s": median_of(runs, "startup_to_first_input_s"),
         "stage_seconds": typical["stage_seconds"],
         "inference_wait_share": typical["inference_wait_share"],
         "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         "peak_worker_rss_mib": max(r["peak_worker_rss_mib"] for r in runs),
         "runs": runs,
     }
+
+
+def median_of(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key)]
+    return statistics.median(values) if values else None
 
 
 def steady_rate(runs: list[dict]) -> float | None:

@@ -3,8 +3,9 @@
     python -m ducho_fast.bench.worker '<json>'
 
 The JSON names the mode (`ducho-fast` or a baseline), the model, the data and the output; the
-last stdout line is a JSON object with the run's metrics, peak memory and the wall-clock time
-of its first batch (the parent subtracts its launch time to get command start-up).
+last stdout line is a JSON object with the run's metrics, peak memory (this process's
+high-water mark, and the sampled peak of its decode workers' unique memory) and the wall-clock
+times of its first batch (the parent subtracts its launch time to get command start-up).
 """
 
 from __future__ import annotations
@@ -12,14 +13,52 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import threading
 from pathlib import Path
 
 
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory in MiB (Linux reports KiB) of this process and of its children."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mib": own, "peak_worker_rss_mib": children}
+def own_peak_mib() -> float:
+    """This process's resident high-water mark. Not ru_maxrss: Linux carries that across
+    exec, so a child of a large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ChildMemory:
+    """Samples the unique memory of this process's children (decode workers) in a thread."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s = interval_s
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval_s):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_full_info().uss
+                except psutil.Error:
+                    continue
+            self.peak_mib = max(self.peak_mib, total / 2**20)
+
+    def __enter__(self) -> ChildMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def items_of(spec: dict):
@@ -78,8 +117,10 @@ def run_reference(spec: dict) -> dict:
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    metrics = run_ducho_fast(spec) if spec["mode"] == "ducho-fast" else run_reference(spec)
-    print(json.dumps({**metrics, **peak_memory()}))
+    with ChildMemory() as children:
+        metrics = run_ducho_fast(spec) if spec["mode"] == "ducho-fast" else run_reference(spec)
+    memory = {"peak_rss_mib": own_peak_mib(), "peak_worker_rss_mib": children.peak_mib}
+    print(json.dumps({**metrics, **memory}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class StageTimer:
     first_batch_at: float | None = None
     first_batch_items: int = 0
     first_batch_unix: float | None = None  # wall clock, so a parent process can time start-up
+    first_input_unix: float | None = None  # when the first batch reached inference
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
@@ -35,6 +36,11 @@ class StageTimer:
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
             self.seconds[name] += seconds
+
+    def mark_first_input(self) -> None:
+        with self._lock:
+            if self.first_input_unix is None:
+                self.first_input_unix = time.time()
 
     def count(self, items: int) -> None:
         with self._lock:
@@ -55,6 +61,7 @@ class StageTimer:
             "wall_seconds": total,
             "startup_seconds": startup,
             "first_batch_unix": self.first_batch_unix,
+            "first_input_unix": self.first_input_unix,
             "items_per_s": self.items / total if total > 0 else 0.0,
             "items_per_s_after_startup": (self.items - self.first_batch_items) / steady,
             "stage_seconds": dict(self.seconds),

@@ -290,6 +290,7 @@ def infer(batch: Batch, jobs: Sequence[ModelJob], timer: StageTimer) -> dict[str
     outputs: dict[str, np.ndarray] = {}
     if not batch.positions:
         return outputs
+    timer.mark_first_input()
     with timer.stage("inference"):
         for job in jobs:
             produced = job.session.run(batch.inputs[job.input_key])
