@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .batching import text_batches
+from .decode_pool import decoded_batches
 from .metrics import StageTimer
 from .preprocess import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
 from .runtime.base import Session
@@ -160,9 +161,7 @@ def image_batches(
     options: PipelineOptions,
     timer: StageTimer,
 ) -> Iterator[Batch]:
-    """Batches of uint8 pixels, decoded by DataLoader worker processes (or inline)."""
-    from torch.utils.data import DataLoader
-
+    """Batches of uint8 pixels, decoded by worker processes (or inline), in order."""
     plan = []
     for shard in shards:
         chunks = [
@@ -173,12 +172,12 @@ def image_batches(
     if not plan:
         return
     workers = options.workers if options.pipelined else 0
-    loader = DataLoader(
+    loader = decoded_batches(
         ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft),
-        batch_sampler=[chunk for _, chunk, _ in plan],
-        num_workers=workers,
-        collate_fn=collate_images,
-        prefetch_factor=options.prefetch_batches if workers else None,
+        [chunk for _, chunk, _ in plan],
+        collate_images,
+        workers,
+        read_ahead=max(workers, 1) * options.prefetch_batches,
     )
     for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
         for stage, seconds in timings.items():

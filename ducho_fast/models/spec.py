@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from torch import nn
+if TYPE_CHECKING:  # torch stays unimported on the ONNX Runtime path (start-up time)
+    from torch import nn
 
 from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
 
