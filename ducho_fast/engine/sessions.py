@@ -107,16 +107,13 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
     )
     text = None
     if graph.text_preprocess is not None:
-        from transformers import AutoTokenizer
+        from .tokenize import load_tokenizer
 
         assert manifest.tokenizer_dir is not None
-        tokenizer = AutoTokenizer.from_pretrained(folder / manifest.tokenizer_dir)
-        text = text_encoding(
-            key,
-            tokenizer,
-            int(graph.text_preprocess["max_length"]),
-            graph.text_preprocess["padding"],
-        )
+        max_length = int(graph.text_preprocess["max_length"])
+        loaded = load_tokenizer(folder / manifest.tokenizer_dir, max_length)
+        pad_to = max_length if graph.text_preprocess["padding"] == "max_length" else None
+        text = TextEncoding(key, loaded.tokenize, loaded.pad_id, pad_to)
     fingerprint = {
         "model": manifest.fingerprint,
         "runtime": choice.runtime,
