@@ -254,8 +254,13 @@ def check_semantics(config: DuchoConfig) -> None:
         text_items = modality in ("textual", "visual_textual") and source == "items"
         if text_items and (not block.item_column or not block.text_columns):
             raise ConfigError(f"{where}: text sources need item_column and text_column")
-        if source == "interactions" and modality == "textual" and not block.interaction_columns:
-            raise ConfigError(f"{where}: interactions need interaction_columns [user, item, text]")
+        if source == "interactions" and modality == "textual":
+            columns = block.interaction_columns or []
+            legacy = len(columns) == 3 and not block.text_columns
+            if not legacy and (len(columns) != 2 or not block.text_columns):
+                raise ConfigError(
+                    f"{where}: interactions need interaction_columns [user, item] and text_column"
+                )
         if modality == "visual_textual":
             for key in ("input_path", "output_path"):
                 value = getattr(block, key)

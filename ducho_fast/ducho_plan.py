@@ -149,11 +149,11 @@ class DuchoPlanner:
     def text_source(self, name: str, path: Path, block: SourceBlock, source: str):
         columns, _ = read_table(path)
         if source == "interactions":
-            wanted = list(block.interaction_columns or [])
-            missing = [c for c in wanted if c not in columns]
+            ids, texts = interaction_columns(block)
+            missing = [c for c in (*ids, *texts) if c not in columns]
             if missing:
                 raise ConfigError(f"{name}: {path} has no column(s) {missing}; columns: {columns}")
-            return partial(list_interaction_texts, path, tuple(wanted))
+            return partial(list_interaction_texts, path, ids, texts)
         assert block.item_column is not None
         wanted = [block.item_column, *block.text_columns]
         missing = [c for c in wanted if c not in columns]
@@ -217,6 +217,15 @@ class DuchoPlanner:
                     )
                 )
         return tasks
+
+
+def interaction_columns(block: SourceBlock) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Ducho's form: `interaction_columns: [user, item]` plus `text_column`; a third entry
+    in `interaction_columns` (older ducho-fast configs) is taken as the text column."""
+    columns = tuple(block.interaction_columns or ())
+    if len(columns) == 3 and not block.text_columns:
+        return columns[:2], columns[2:]
+    return columns, block.text_columns
 
 
 def clean_listing(list_items: Callable[[], Listing], clear: bool) -> Callable[[], Listing]:

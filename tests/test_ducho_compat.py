@@ -153,3 +153,67 @@ def test_transformers_text_backend_refuses_last_hidden_state(text_dataset, tiny_
     path = textual_config(text_dataset, bert, "last_hidden_state", "torch")
     with pytest.raises(DuchoFastError, match="last_hidden_state"):
         extract_config(path, options=QUIET)
+
+
+def test_interactions_in_duchos_form(tmp_path, tiny_st):
+    rows = [
+        ("u1", "i1", "Great fit, soft fabric"),
+        ("u1", "i2", "Too small"),
+        ("u2", "i1", ""),  # empty review: recorded, not fatal
+        ("u2", "i3", "Lovely colour!"),
+        ("u1", "i1", "Bought it twice"),  # duplicate pair: first kept, recorded
+    ]
+    (tmp_path / "reviews.tsv").write_text(
+        "user\titem\treview\n" + "".join("\t".join(r) + "\n" for r in rows)
+    )
+    config = {
+        "dataset_path": str(tmp_path),
+        "runtime": "torch",
+        "textual": {
+            "interactions": {
+                "input_path": "reviews.tsv",
+                "output_path": "reviews_embeddings",
+                "interaction_columns": ["user", "item"],
+                "text_column": "review",
+                "model": [
+                    {
+                        "model_name": str(tiny_st),
+                        "backend": "sentence_transformers",
+                        "output_layers": 1,
+                    }
+                ],
+            }
+        },
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    (result,) = extract_config(path, options=QUIET)
+    folder = tmp_path / "reviews_embeddings" / "sentence_transformers" / "st" / "1"
+    assert sorted(p.name for p in folder.glob("*.npy")) == [
+        "u1__i1.npy",
+        "u1__i2.npy",
+        "u2__i3.npy",
+    ]
+    assert {(f.item_id, f.error) for f in result.failures} == {
+        ("u2__i1", "empty or missing text"),
+        ("u1__i1", "duplicate id (first kept)"),
+    }
+
+
+def test_interactions_need_user_item_and_text(tmp_path):
+    (tmp_path / "r.tsv").write_text("user\titem\treview\nu\ti\tok\n")
+    config = {
+        "dataset_path": str(tmp_path),
+        "textual": {
+            "interactions": {
+                "input_path": "r.tsv",
+                "output_path": "o",
+                "interaction_columns": ["user", "item"],
+                "model": [{"model_name": "x", "backend": "sentence_transformers"}],
+            }
+        },
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"interaction_columns \[user, item\] and text_column"):
+        extract_config(path, options=QUIET)

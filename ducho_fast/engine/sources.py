@@ -96,19 +96,22 @@ def list_texts(path: Path, id_column: str, text_columns: Sequence[str]) -> Listi
     return Listing(listing.items, tuple(failures) + listing.failures)
 
 
-def list_interaction_texts(path: Path, columns: Sequence[str]) -> Listing:
-    """Interaction texts (e.g. reviews): columns are [user, item, text]; id is `user__item`."""
-    if len(columns) != 3:
+def list_interaction_texts(
+    path: Path, id_columns: Sequence[str], text_columns: Sequence[str]
+) -> Listing:
+    """Interaction texts (e.g. reviews): id columns [user, item] give the id `user__item`."""
+    if len(id_columns) != 2 or not text_columns:
         raise ConfigError(
-            f"interaction_columns must name [user, item, text] columns; got {list(columns)}"
+            f"interactions need interaction_columns [user, item] and a text_column; got "
+            f"{list(id_columns)} and {list(text_columns)}"
         )
     names, rows = read_table(path)
-    require_columns(path, names, columns)
-    user_col, item_col, text_col = columns
+    require_columns(path, names, [*id_columns, *text_columns])
+    user_col, item_col = id_columns
     candidates, failures = [], []
     for line, row in enumerate(rows, start=2):
         item_id = interaction_id((row[user_col] or "").strip(), (row[item_col] or "").strip())
-        text = (row[text_col] or "").strip()
+        text = " ".join((row.get(c) or "").strip() for c in text_columns).strip()
         where = f"{path}:{line}"
         if not text:
             failures.append(Failure(item_id, where, "read", "empty or missing text"))
