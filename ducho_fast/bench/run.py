@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.sessions import OpenModel, RuntimeChoice, open_model
+from ..engine.sessions import EAGER_PRECISIONS, OpenModel, RuntimeChoice, open_model
 from ..engine.sources import Item, list_images, list_texts
 from ..errors import DuchoFastError
 from ..export.validate import row_cosines
@@ -29,8 +29,13 @@ Log = Callable[[str], None]
 
 def unavailable(variant: Variant) -> str | None:
     """Why this machine cannot run a variant, or None (opening it may still fail: recorded)."""
-    if variant.runtime in ("torch", "torch-compile") and variant.precision != "fp32":
-        return f"{variant.runtime} runs fp32 only; int8 and fp16 are ONNX/TensorRT variants"
+    eager = variant.runtime in ("torch", "torch-compile")
+    if eager and variant.precision not in EAGER_PRECISIONS:
+        return (
+            f"{variant.runtime} runs {'/'.join(EAGER_PRECISIONS)}; int8 and fp16 are ONNX variants"
+        )
+    if not eager and variant.precision == "bf16":
+        return "bf16 runs on the torch runtimes (ONNX Runtime's CPU kernels have no bf16 path)"
     if variant.runtime == "tensorrt":
         from ..export.tensorrt import gpu_info, import_tensorrt
 
@@ -288,7 +293,9 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         },
         "machine": machine_info(),
     }
-    results["machine"]["matmul_fp32_gflops"] = matmul_gflops()
+    ceiling = matmul_gflops()
+    results["machine"]["matmul_fp32_gflops"] = ceiling["best"]
+    results["machine"]["matmul_fp32_gflops_by_library"] = ceiling
     with tempfile.TemporaryDirectory(prefix="ducho-fast-bench-") as tmp:
         work, cache = Path(tmp), Path(tmp) / "cache"
         results["kinds"] = {

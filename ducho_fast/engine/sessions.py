@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DuchoFastError, RuntimeUnavailableError
 from ..export.manifest import MANIFEST_NAME, Manifest, read_manifest
 from ..models.spec import ModelRef
 from .pipeline import TextEncoding
@@ -23,6 +23,8 @@ from .runtime.base import Session
 
 Runtime = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
 RUNTIMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
+EAGER_PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CPUs with native bf16 instructions
+BF16_MIN_COSINE = 0.99
 DEFAULT_CACHE = Path(os.environ.get("DUCHO_FAST_CACHE", "~/.cache/ducho-fast")).expanduser()
 
 
@@ -59,6 +61,8 @@ def open_model(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> Ope
         raise ConfigError(f"unknown runtime {choice.runtime!r}; use one of {list(RUNTIMES)}")
     if choice.runtime in ("torch", "torch-compile"):
         return open_eager(ref, kind, choice, key)
+    if choice.precision == "bf16":
+        raise ConfigError("bf16 runs on the torch runtimes (--runtime torch or torch-compile)")
     return open_artifact(artifact_for(ref, choice), kind, choice, key)
 
 
@@ -66,27 +70,55 @@ def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> Ope
     from ..models.registry import load_model
     from .runtime.torch import TorchSession
 
-    if choice.precision != "fp32":
+    if choice.precision not in EAGER_PRECISIONS:
         raise ConfigError(
-            f"runtime {choice.runtime} runs fp32 only here; use onnxruntime for {choice.precision}"
+            f"runtime {choice.runtime} runs {list(EAGER_PRECISIONS)}; use onnxruntime for "
+            f"{choice.precision}"
         )
     loaded = load_model(ref)
     tower = loaded.tower(kind)
     session = TorchSession(
-        tower, compiled=choice.runtime == "torch-compile", threads=choice.threads or None
+        tower,
+        compiled=choice.runtime == "torch-compile",
+        threads=choice.threads or None,
+        bf16=choice.precision == "bf16",
     )
+    if choice.precision == "bf16":
+        check_bf16(tower, session)
     text = None
     if tower.text is not None:
         text = text_encoding(key, tower.tokenizer, tower.text.max_length, tower.text.padding)
     fingerprint = {
         "model": loaded.fingerprint,
         "runtime": choice.runtime,
-        "precision": "fp32",
+        "precision": choice.precision,
         "layers": list(tower.output_names),
         "image_preprocess": tower.image.to_dict() if tower.image else None,
         "text_preprocess": tower.text.to_dict() if tower.text else None,
     }
     return OpenModel(session, tower.image, text, fingerprint, tower.output_names)
+
+
+def check_bf16(tower: Any, session: Session) -> None:
+    """bf16 must be native here (else it is slow emulation) and keep cosine >= 0.99 against
+    fp32 on the export validation inputs; otherwise say so (keep fp32)."""
+    import torch
+
+    from ..export.validate import row_cosines, validation_cases
+    from .runtime.torch import TorchSession
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise RuntimeUnavailableError("this CPU has no native bf16 instructions; use fp32")
+    reference = TorchSession(tower)
+    for case, inputs in validation_cases(tower):
+        expected, got = reference.run(inputs), session.run(inputs)
+        for name, array in expected.items():
+            worst = float(row_cosines(array, got[name]).min())
+            if worst < BF16_MIN_COSINE:
+                raise DuchoFastError(
+                    f"bf16 fails its fidelity gate ({case}, {name}: min cosine {worst:.6f} "
+                    f"< {BF16_MIN_COSINE} against fp32); keep fp32 for this model"
+                )
 
 
 def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:

@@ -1,0 +1,48 @@
+"""bf16 on the torch runtimes: autocast where the CPU has native bf16, gated on fidelity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.engine.sessions import RuntimeChoice, open_model
+from ducho_fast.errors import ConfigError, RuntimeUnavailableError
+from ducho_fast.export.validate import row_cosines
+from ducho_fast.models.spec import ModelRef
+
+native_bf16 = pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16"
+)
+
+
+@native_bf16
+def test_bf16_extraction_stays_close_to_fp32(tiny_clip, skimage_photos, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in skimage_photos[:5]:
+        (images / photo.name).write_bytes(photo.read_bytes())
+    features = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        job = SingleModelJob(str(tiny_clip), out, images=images, runtime="torch")
+        extract_single(job, RunOptions(progress=False, precision=precision, workers=0))
+        folder = next(out.rglob("features.npy")).parent
+        features[precision] = np.load(folder / "features.npy")
+        assert '"precision": "' + precision in (folder / "manifest.json").read_text()
+    assert row_cosines(features["fp32"], features["bf16"]).min() >= 0.99
+    assert not np.array_equal(features["fp32"], features["bf16"])
+
+
+def test_bf16_without_native_support_is_refused(tiny_clip, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    choice = RuntimeChoice("torch", "bf16")
+    with pytest.raises(RuntimeUnavailableError, match="no native bf16"):
+        open_model(ModelRef(str(tiny_clip), task="image"), "image", choice, key="m0")
+
+
+def test_bf16_is_a_torch_precision(tiny_clip, tmp_path):
+    choice = RuntimeChoice("onnxruntime", "bf16", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="torch runtimes"):
+        open_model(ModelRef(str(tiny_clip), task="image"), "image", choice, key="m0")
