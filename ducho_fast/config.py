@@ -64,6 +64,18 @@ class ModelEntry(Strict):
         return value
 
     @model_validator(mode="after")
+    def _own_tokenizer_and_processor(self) -> ModelEntry:
+        for key in ("tokenizer_name", "image_processor", "image_processor_name"):
+            value = getattr(self, key)
+            if value is not None and value != self.model_name:
+                raise ValueError(
+                    f"{key} {value!r} differs from model_name: ducho-fast uses the tokenizer "
+                    "and image processor saved with the model (its export validates them "
+                    "together); save them into one folder and give that as model_name"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _mean_std_with_zscore(self) -> ModelEntry:
         if (self.mean is None) != (self.std is None):
             raise ValueError("give mean and std together")

@@ -217,3 +217,9 @@ def test_interactions_need_user_item_and_text(tmp_path):
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=r"interaction_columns \[user, item\] and text_column"):
         extract_config(path, options=QUIET)
+
+
+def test_a_separate_tokenizer_is_refused_not_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="tokenizer_name"):
+        entry(tmp_path, tokenizer_name="bert-base-uncased")
+    assert entry(tmp_path, tokenizer_name="resnet18").tokenizer_name == "resnet18"

@@ -275,10 +275,20 @@ def bench_kind(
     return result
 
 
+def require_extras() -> None:
+    """Fail before minutes of measuring, not after, when the plotting/memory extras are absent."""
+    import importlib.util
+
+    missing = [m for m in ("matplotlib", "psutil") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DuchoFastError(f"ducho-fast bench needs {missing}: pip install 'ducho-fast[bench]'")
+
+
 def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     """Measure every runnable variant of `config`; returns the results (see `report`)."""
     from .report import write_reports
 
+    require_extras()
     started = time.time()
     results: dict[str, Any] = {
         "model": config.name,
