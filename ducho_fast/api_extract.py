@@ -30,6 +30,7 @@ class RunOptions:
     shard_size: int | None = None
     item_timeout: float | None = None
     jpeg_draft: bool | None = None
+    ort_provider: str | None = None
     pipelined: bool = True
     progress: bool = True
 
@@ -76,6 +77,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         runtime=options.runtime or job.runtime,  # type: ignore[arg-type]
         precision=options.precision or job.precision,
         cache_dir=DEFAULT_CACHE,
+        ort_provider=options.ort_provider or "cpu",
     )
     fmt = options.output_format or "compact"
     label = Path(job.model).name or job.model

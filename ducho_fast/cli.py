@@ -189,6 +189,11 @@ def print_summary(results) -> None:
     default=None,
     help="Decode JPEGs at reduced size (faster, not exact; never below the model's input).",
 )
+@click.option(
+    "--ort-provider",
+    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    help="ONNX Runtime execution provider (GPU ones need onnxruntime-gpu; no silent fallback).",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
@@ -218,6 +223,7 @@ def extract_command(
     shard_size,
     item_timeout,
     jpeg_draft,
+    ort_provider,
     sequential,
     strict,
     overwrite,
@@ -236,6 +242,7 @@ def extract_command(
         shard_size=shard_size,
         item_timeout=item_timeout,
         jpeg_draft=jpeg_draft,
+        ort_provider=ort_provider,
         pipelined=not sequential,
         progress=not no_progress,
     )

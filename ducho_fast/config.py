@@ -145,6 +145,7 @@ class DuchoConfig(Strict):
     shard_size: int = Field(default=1024, ge=1)
     item_timeout: float = Field(default=60.0, gt=0)
     jpeg_draft: bool = False
+    ort_provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     cache_dir: str | None = None
 
 

@@ -91,6 +91,7 @@ class DuchoPlanner:
             runtime=entry.runtime or self.config.runtime,
             precision=entry.precision or self.config.precision,
             cache_dir=cache,
+            ort_provider=self.config.ort_provider,
         )
 
     def model_task(self, entry: ModelEntry, kind: str, out_root: Path, where: str) -> ModelTask:

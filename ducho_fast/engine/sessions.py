@@ -34,6 +34,7 @@ class RuntimeChoice:
     precision: str = "fp32"
     threads: int = 0
     cache_dir: Path = DEFAULT_CACHE
+    ort_provider: str = "cpu"  # onnxruntime only: cpu, cuda or tensorrt (execution providers)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +100,39 @@ def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> Ope
     return OpenModel(session, tower.image, text, fingerprint, tower.output_names)
 
 
+ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+
+def ort_options(choice: RuntimeChoice, precision: str) -> Any:
+    """Execution providers in priority order, with the CPU last for nodes a GPU EP lacks."""
+    from .runtime.onnxruntime import OrtOptions
+
+    if choice.ort_provider not in ORT_PROVIDERS:
+        raise ConfigError(f"unknown ort_provider {choice.ort_provider!r}; use {ORT_PROVIDERS}")
+    chains = {
+        "cpu": (("cpu", {}),),
+        "cuda": (("cuda", {}), ("cpu", {})),
+        "tensorrt": (
+            (
+                "tensorrt",
+                {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(choice.cache_dir / "ort-tensorrt"),
+                    "trt_fp16_enable": str(precision == "fp16"),
+                },
+            ),
+            ("cuda", {}),
+            ("cpu", {}),
+        ),
+    }
+    chain = chains[choice.ort_provider]
+    return OrtOptions(
+        providers=tuple(name for name, _ in chain),
+        provider_options=tuple(options for _, options in chain),
+        intra_op_threads=choice.threads,
+    )
+
+
 def check_bf16(tower: Any, session: Session) -> None:
     """bf16 must be native here (else it is slow emulation) and keep cosine >= 0.99 against
     fp32 on the export validation inputs; otherwise say so (keep fp32)."""
@@ -122,7 +156,7 @@ def check_bf16(tower: Any, session: Session) -> None:
 
 
 def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
-    from .runtime.onnxruntime import OrtOptions, OrtSession
+    from .runtime.onnxruntime import OrtSession
 
     manifest = read_manifest(folder)
     graph = manifest.graph(kind)
@@ -133,7 +167,7 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
             folder, manifest, kind, cache_dir=choice.cache_dir / "tensorrt"
         )
     else:
-        session = OrtSession(folder / graph.file, OrtOptions(intra_op_threads=choice.threads))
+        session = OrtSession(folder / graph.file, ort_options(choice, graph.precision))
     image = (
         ImagePreprocessSpec.from_dict(graph.image_preprocess) if graph.image_preprocess else None
     )
@@ -149,6 +183,7 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
     fingerprint = {
         "model": manifest.fingerprint,
         "runtime": choice.runtime,
+        "ort_provider": choice.ort_provider if choice.runtime == "onnxruntime" else None,
         "precision": graph.precision,
         "quantization": graph.quantization,
         "graph_sha256": manifest.files[graph.file],
