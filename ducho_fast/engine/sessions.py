@@ -144,7 +144,9 @@ def check_bf16(tower: Any, session: Session) -> None:
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise RuntimeUnavailableError("this CPU has no native bf16 instructions; use fp32")
     reference = TorchSession(tower)
-    for case, inputs in validation_cases(tower):
+    cases = validation_cases(tower)
+    small = [(c, x) for c, x in cases if c.split(",")[0] in ("batch=1", "batch=3")]
+    for case, inputs in small:  # the export's cases at batch 1 and 3: seconds, not minutes
         expected, got = reference.run(inputs), session.run(inputs)
         for name, array in expected.items():
             worst = float(row_cosines(array, got[name]).min())
