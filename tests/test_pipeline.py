@@ -138,3 +138,41 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny_clip, product_images,
     )
     assert per_item == sorted(f"{i}.npy" for i in ids)  # no temp files, no duplicates
     assert not list(output.rglob("*.tmp*"))
+
+
+def test_a_script_without_main_guard_can_extract(tiny_clip, skimage_photos, tmp_path):
+    """Decode workers must not re-import the user's script (spawn/forkserver would)."""
+    import subprocess
+    import sys
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in skimage_photos[:4]:
+        (images / photo.name).write_bytes(photo.read_bytes())
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single\n"
+        f"job = SingleModelJob({str(tiny_clip)!r}, Path({str(tmp_path / 'out')!r}), "
+        f"images=Path({str(images)!r}), runtime='torch')\n"
+        "(result,) = extract_single(job, RunOptions(progress=False, workers=2))\n"
+        "print('succeeded', result.succeeded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "succeeded 4"
+
+
+def test_reopening_removes_partial_writes_of_a_killed_run(tmp_path):
+    from ducho_fast.engine.writers import ShardStore, Target
+
+    target = Target("m/1", compact_dir=tmp_path / "compact", ducho_dir=tmp_path / "ducho")
+    store = ShardStore(tmp_path / "state", {"run": 1}, [target])
+    store.open(overwrite=False)
+    target.ducho_dir.mkdir(parents=True)
+    (target.ducho_dir / "a.npy").write_bytes(b"kept")
+    (target.ducho_dir / ".b.npy.tmp-4242").write_bytes(b"half")
+    ShardStore(tmp_path / "state", {"run": 1}, [target]).open(overwrite=False)
+    assert sorted(p.name for p in target.ducho_dir.iterdir()) == ["a.npy"]

@@ -1,8 +1,9 @@
 """Ordered batch decoding in worker processes, with a bounded read-ahead.
 
-Standard-library processes (forkserver) rather than torch's DataLoader: an ONNX Runtime run
-never imports torch (seconds of start-up), and workers start clean instead of forking a parent
-that holds model sessions and threads.
+Standard-library processes rather than torch's DataLoader, so an ONNX Runtime run never
+imports torch (seconds of start-up). Workers are forked where the platform allows (as
+DataLoader's are): `spawn`/`forkserver` would re-import the user's main script in every worker
+and fail for scripts without an `if __name__ == "__main__"` guard.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def _decode(chunk: Sequence[int], collate: Callable[[list], Any]) -> Any:
     return collate([_worker_dataset[position] for position in chunk])
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
 def decoded_batches(
     dataset: Any,
     chunks: Iterable[Sequence[int]],
@@ -60,7 +66,7 @@ def decoded_batches(
         return
     pool = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("forkserver"),
+        mp_context=worker_context(),
         initializer=_install,
         initargs=(dataset, os.getpid()),
     )

@@ -88,7 +88,15 @@ class ShardStore:
                 self.wipe(saved.get("outputs", []))
         elif overwrite:
             self.wipe([])
+        self.remove_partial_writes()
         atomic_json(state, {"fingerprint": self.fingerprint, "outputs": self.output_dirs()})
+
+    def remove_partial_writes(self) -> None:
+        """Temporary files a killed run left behind (written, never renamed into place)."""
+        for folder in {self.state_dir, *map(Path, self.output_dirs())}:
+            if folder.is_dir():
+                for stale in folder.glob(".*.tmp*"):
+                    stale.unlink(missing_ok=True)
 
     def output_dirs(self) -> list[str]:
         return [
