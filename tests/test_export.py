@@ -17,6 +17,8 @@ from ducho_fast.export import api, validate
 from ducho_fast.export.manifest import read_manifest
 from ducho_fast.export.validate import BATCH_SIZES, row_cosines
 
+from .conftest import shared_set
+
 TEXTS = [
     "Soft jersey top with a round neckline",
     "Slim-fit trousers in woven fabric with a high waist, zip fly and side pockets. " * 6,
@@ -197,8 +199,25 @@ def test_int8_failing_the_gate_is_a_typed_error(tiny_clip, tmp_path, monkeypatch
     assert not (tmp_path / "int8").exists()
 
 
-def test_static_int8_is_calibrated_on_the_users_sample(tiny_clip, tmp_path, skimage_photos):
-    sample = Sample(images=tuple(skimage_photos))
+COLOUR_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "motorcycle_left.png",
+    "horse.png",
+    "hubble_deep_field.jpg",
+    "rocket.jpg",
+    "ihc.png",
+    "motorcycle_right.png",
+    "color.png",
+    "retina.jpg",
+)
+
+
+def test_static_int8_is_calibrated_on_the_users_sample(tiny_clip, tmp_path):
+    folder = shared_set("skimage-data") / "images"
+    photos = tuple(folder / name for name in COLOUR_PHOTOS if (folder / name).is_file())
+    sample = Sample(images=photos)  # calibrated on 3/4 of it, gated on the held-out rest
     config = ExportConfig(
         ModelRef(str(tiny_clip), task="image"),
         tmp_path / "qdq",
@@ -251,3 +270,15 @@ def test_unvalidated_manifest_is_refused(tiny_st, tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="did not pass validation"):
         ducho_fast.load(folder)
+
+
+def test_static_int8_is_gated_on_held_out_images(tmp_path):
+    from ducho_fast.export.api import split_sample
+
+    images = tuple(tmp_path / f"{i}.jpg" for i in range(9))
+    fitted, held = split_sample(Sample(images=images, texts=("a",)))
+    assert set(fitted.images).isdisjoint(held.images)
+    assert set(fitted.images) | set(held.images) == set(images)
+    assert len(held.images) == 2 and fitted.texts == ("a",)
+    one = Sample(images=images[:1])
+    assert split_sample(one) == (one, one)  # nothing to hold out: gate on what there is

@@ -139,14 +139,15 @@ def pick_int8(
     tower: Tower, fp32_path: Path, final: Path, config: ExportConfig
 ) -> tuple[str, list[CaseResult]]:
     """Try the int8 variants; keep the fastest that meets the gate, else fail with all numbers."""
-    calibration = calibration_batches(tower, config.sample)
+    calibrate_on, held_out = split_sample(config.sample)
+    calibration = calibration_batches(tower, calibrate_on)
     candidates = int8_candidates(fp32_path, final.parent, config.int8_mode, calibration)
     passing: list[tuple[float, str, Path, list[CaseResult]]] = []
     failures: list[ExportValidationError] = []
     timing_inputs = validation_cases(tower)[-1][1]
     for candidate in candidates:
         session = OrtSession(candidate.path)
-        results = validate_tower(tower, session, "int8", config.sample.images)
+        results = validate_tower(tower, session, "int8", held_out.images)
         try:
             raise_on_failures(results, "int8")
         except ExportValidationError as exc:
@@ -163,6 +164,17 @@ def pick_int8(
     for candidate in candidates:
         candidate.path.unlink(missing_ok=True)
     return mode, results
+
+
+def split_sample(sample: Sample, every: int = 4) -> tuple[Sample, Sample]:
+    """Calibrate static int8 on most of the user's sample and gate it on the rest (every
+    `every`-th item), so the gate never sees the data the quantizer was fitted to."""
+    if len(sample.images) < 2:
+        return sample, sample
+    held = tuple(p for i, p in enumerate(sample.images) if i % every == every - 1)
+    held = held or sample.images[-1:]
+    fitted = tuple(p for p in sample.images if p not in held)
+    return Sample(fitted, sample.texts), Sample(held, sample.texts)
 
 
 def calibration_batches(tower: Tower, sample: Sample) -> list[dict[str, np.ndarray]]:
