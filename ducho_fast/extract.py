@@ -22,13 +22,15 @@ from .engine.metrics import StageTimer
 from .engine.pipeline import (
     ModelJob,
     PipelineOptions,
+    ReadAhead,
     ShardAssembler,
     image_batches,
     plan_shards,
     run_batches,
     text_batch_stream,
 )
-from .engine.sessions import OpenModel, RuntimeChoice, open_model
+from .engine.preprocess import ImagePreprocessSpec
+from .engine.sessions import OpenModel, RuntimeChoice, open_model, peek_image_spec
 from .engine.sources import Listing
 from .engine.writers import (
     Failure,
@@ -119,10 +121,42 @@ def targets_for(task: ModelTask, opened: OpenModel) -> dict[str, Target]:
 
 
 def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
+    timer = StageTimer()  # from the pass's start: model opening counts as start-up
     listing = task.list_items()
-    opened = [
-        open_model(m.ref, task.kind, m.choice, key=f"m{i}") for i, m in enumerate(task.models)
-    ]
+    options = PipelineOptions(**{**plan.options.__dict__, "batch_size": task.batch_size})
+    early = start_decoding_early(task, plan, listing, options, timer)
+    try:
+        opened = [
+            open_model(m.ref, task.kind, m.choice, key=f"m{i}") for i, m in enumerate(task.models)
+        ]
+        return run_opened(task, plan, progress, listing, opened, options, timer, early)
+    finally:
+        if early is not None:
+            early[2].close()
+
+
+def start_decoding_early(
+    task: PassTask, plan: ExtractPlan, listing: Listing, options: PipelineOptions, timer
+) -> tuple[dict, list, ReadAhead] | None:
+    """Decode the first images while the models open, when their preprocessing is already
+    known (exported artifacts) and which shards are pending cannot change (no overwrite)."""
+    if task.kind != "image" or not options.pipelined or options.workers == 0:
+        return None
+    specs = [peek_image_spec(m.ref, m.choice) for m in task.models]
+    if any(spec is None for spec in specs):
+        return None
+    probe = ShardStore(task.state_dir, {}, [])
+    if plan.overwrite and probe.has_state():
+        return None
+    keyed = {spec_key(spec): spec for spec in specs if spec is not None}
+    shards = plan_shards(len(listing.items), options.shard_size, probe)
+    reader = ReadAhead(
+        image_batches(listing.items, keyed, shards, options, timer), options.prefetch_batches, timer
+    )
+    return keyed, shards, reader
+
+
+def run_opened(task, plan, progress, listing, opened, options, timer, early) -> PassResult:
     jobs, targets = [], []
     for index, (model, model_open) in enumerate(zip(task.models, opened, strict=True)):
         model_targets = targets_for(model, model_open)
@@ -145,11 +179,12 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
     store = ShardStore(task.state_dir, fingerprint, targets)
     store.open(plan.overwrite)
     shards = plan_shards(len(listing.items), plan.options.shard_size, store)
-    options = PipelineOptions(**{**plan.options.__dict__, "batch_size": task.batch_size})
-    timer = StageTimer()
     if task.kind == "image":
         specs = {image_key(o): o.image for o in opened if o.image is not None}
-        batches = image_batches(listing.items, specs, shards, options, timer)
+        if early is not None and early[0] == specs and early[1] == shards:
+            batches = early[2]
+        else:
+            batches = image_batches(listing.items, specs, shards, options, timer)
     else:
         if len(opened) != 1 or opened[0].text is None:
             raise ConfigError(f"text pass {task.name} must have exactly one text model")
@@ -162,8 +197,12 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
 
 def image_key(opened: OpenModel) -> str:
     assert opened.image is not None
-    spec = json.dumps(opened.image.to_dict(), sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+    return spec_key(opened.image)
+
+
+def spec_key(spec: ImagePreprocessSpec) -> str:
+    text = json.dumps(spec.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_all(batches, jobs, store, listing, options, timer, name: str, progress: bool) -> None:

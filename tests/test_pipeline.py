@@ -176,3 +176,37 @@ def test_reopening_removes_partial_writes_of_a_killed_run(tmp_path):
     (target.ducho_dir / ".b.npy.tmp-4242").write_bytes(b"half")
     ShardStore(tmp_path / "state", {"run": 1}, [target]).open(overwrite=False)
     assert sorted(p.name for p in target.ducho_dir.iterdir()) == ["a.npy"]
+
+
+def test_decoding_starts_before_the_model_opens_and_changes_nothing(
+    tiny_clip, skimage_photos, tmp_path, monkeypatch
+):
+    from ducho_fast import extract as extract_module
+    from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in skimage_photos:
+        (images / photo.name).write_bytes(photo.read_bytes())
+    started = []
+    original = extract_module.start_decoding_early
+
+    def spy(*args, **kwargs):
+        early = original(*args, **kwargs)
+        started.append(early is not None)
+        return early
+
+    monkeypatch.setattr(extract_module, "start_decoding_early", spy)
+    from ducho_fast import api_extract
+
+    monkeypatch.setattr(api_extract, "DEFAULT_CACHE", tmp_path / "cache")
+    features = []
+    for run in range(2):  # the first run exports; the second finds the artifact cached
+        out = tmp_path / f"out{run}"
+        job = SingleModelJob(str(tiny_clip), out, images=images, batch_size=3)
+        extract_single(job, RunOptions(progress=False, workers=2, shard_size=4))
+        folder = next(out.rglob("features.npy")).parent
+        features.append(((folder / "ids.txt").read_text(), np.load(folder / "features.npy")))
+    assert started == [False, True]
+    assert features[0][0] == features[1][0]
+    np.testing.assert_array_equal(features[0][1], features[1][1])

@@ -222,41 +222,60 @@ def text_batch_stream(
 # --- running ----------------------------------------------------------------------------------
 
 
-def prefetch(source: Iterable[Any], depth: int, timer: StageTimer) -> Iterator[Any]:
-    """Run `source` in a thread, `depth` items ahead; errors re-raise in the consumer."""
-    channel: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-    stop = threading.Event()
+class ReadAhead:
+    """Runs `source` in a thread from construction, `depth` items ahead; iterate to consume.
 
-    def produce() -> None:
+    Starting at construction lets a pass decode its first images while models are still being
+    opened. Errors re-raise in the consumer; `close()` stops the thread (iteration's end does).
+    """
+
+    def __init__(self, source: Iterable[Any], depth: int, timer: StageTimer):
+        self.timer = timer
+        self._channel: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._produce, args=(source,), name="ducho-fast-reader", daemon=True
+        )
+        self._thread.start()
+
+    def _produce(self, source: Iterable[Any]) -> None:
         try:
             for element in source:
-                while not stop.is_set():
+                while not self._stop.is_set():
                     try:
-                        channel.put(element, timeout=0.1)
+                        self._channel.put(element, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
+                if self._stop.is_set():
                     return
-            channel.put(_DONE)
+            self._channel.put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises
-            channel.put(exc)
+            self._channel.put(exc)
 
-    thread = threading.Thread(target=produce, name="ducho-fast-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            start = time.perf_counter()
-            element = channel.get()
-            timer.add("wait_for_input", time.perf_counter() - start)
-            if element is _DONE:
-                return
-            if isinstance(element, BaseException):
-                raise element
-            yield element
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while True:
+                start = time.perf_counter()
+                element = self._channel.get()
+                self.timer.add("wait_for_input", time.perf_counter() - start)
+                if element is _DONE:
+                    return
+                if isinstance(element, BaseException):
+                    raise element
+                yield element
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def prefetch(source: Iterable[Any], depth: int, timer: StageTimer) -> Iterator[Any]:
+    """`source` read ahead in a thread (an already started ReadAhead is used as it is)."""
+    reader = source if isinstance(source, ReadAhead) else ReadAhead(source, depth, timer)
+    return iter(reader)
 
 
 class ShardAssembler:

@@ -196,6 +196,25 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
     return OpenModel(session, image, text, fingerprint, tuple(o.name for o in graph.outputs))
 
 
+def peek_image_spec(ref: ModelRef, choice: RuntimeChoice) -> ImagePreprocessSpec | None:
+    """The image preprocessing of an artifact that exists already (given or cached), read
+    without opening a session, so decoding can start while the model loads; else None."""
+    if choice.runtime not in ("onnxruntime", "tensorrt"):
+        return None
+    folder = (
+        Path(ref.source)
+        if is_artifact(ref.source)
+        else choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
+    )
+    if not (folder / MANIFEST_NAME).is_file():
+        return None
+    try:
+        graph = read_manifest(folder, verify_hashes=False).graph("image")
+    except (DuchoFastError, KeyError):
+        return None  # opening the model reports it properly
+    return ImagePreprocessSpec.from_dict(graph.image_preprocess) if graph.image_preprocess else None
+
+
 def is_artifact(source: str) -> bool:
     return (Path(source) / MANIFEST_NAME).is_file()
 

@@ -98,6 +98,9 @@ class ShardStore:
                 for stale in folder.glob(".*.tmp*"):
                     stale.unlink(missing_ok=True)
 
+    def has_state(self) -> bool:
+        return (self.state_dir / STATE_FILE).is_file()
+
     def output_dirs(self) -> list[str]:
         return [
             str(folder)
