@@ -72,7 +72,9 @@ def main() -> None:
 )
 @click.option(
     "--int8-mode",
-    type=click.Choice(["auto", "dynamic-per-tensor", "dynamic-per-channel", "static"]),
+    type=click.Choice(
+        ["auto", "dynamic-per-tensor", "dynamic-per-channel", "dynamic-attention-only", "static"]
+    ),
     default="auto",
     show_default=True,
 )

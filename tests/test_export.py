@@ -282,3 +282,19 @@ def test_static_int8_is_gated_on_held_out_images(tmp_path):
     assert len(held.images) == 2 and fitted.texts == ("a",)
     one = Sample(images=images[:1])
     assert split_sample(one) == (one, one)  # nothing to hold out: gate on what there is
+
+
+def test_minilm_int8_keeps_feed_forward_in_fp32_to_pass_its_gate(minilm_dir, tmp_path):
+    """Full dynamic int8 fails MiniLM's gate (per-channel ~0.977); the fallback passes it."""
+    config = ExportConfig(ModelRef(str(minilm_dir)), tmp_path / "int8", precision="int8")
+    manifest = read_manifest(ducho_fast.export(config))
+    graph = manifest.graph("text")
+    assert graph.quantization == "dynamic-attention-only"
+    assert graph.validation["int8"]["passed"]
+    ops = [n for n in onnx.load(str(tmp_path / "int8" / "text.onnx")).graph.node]
+    quantized = {n.name for n in ops if n.op_type in ("MatMulInteger", "DynamicQuantizeLinear")}
+    float_ffn = [n.name for n in ops if n.op_type == "MatMul" and "intermediate/" in n.name]
+    assert quantized and len(float_ffn) == 6  # one feed-forward up-projection per layer
+    expected = ducho_fast.load(do_export(minilm_dir, tmp_path / "fp32")).encode_texts(TEXTS)
+    got = ducho_fast.load(tmp_path / "int8").encode_texts(TEXTS)
+    assert row_cosines(expected, got).min() >= 0.99

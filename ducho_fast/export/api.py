@@ -30,7 +30,14 @@ from .manifest import (
     write_manifest,
 )
 from .onnx_export import DEFAULT_OPSET, export_tower
-from .quantize import Int8Mode, int8_candidates, time_session, to_fp16
+from .quantize import (
+    Int8Candidate,
+    Int8Mode,
+    attention_only,
+    int8_candidates,
+    time_session,
+    to_fp16,
+)
 from .validate import (
     CaseResult,
     raise_on_failures,
@@ -138,23 +145,36 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
 def pick_int8(
     tower: Tower, fp32_path: Path, final: Path, config: ExportConfig
 ) -> tuple[str, list[CaseResult]]:
-    """Try the int8 variants; keep the fastest that meets the gate, else fail with all numbers."""
+    """Try the int8 variants; keep the fastest that meets the gate, else fail with all numbers.
+
+    In `auto` mode, when every full variant fails, one more is tried with the feed-forward
+    projections kept in fp32 (slower than full int8, faster than fp32)."""
     calibrate_on, held_out = split_sample(config.sample)
     calibration = calibration_batches(tower, calibrate_on)
     candidates = int8_candidates(fp32_path, final.parent, config.int8_mode, calibration)
     passing: list[tuple[float, str, Path, list[CaseResult]]] = []
     failures: list[ExportValidationError] = []
     timing_inputs = validation_cases(tower)[-1][1]
-    for candidate in candidates:
+
+    def gate(candidate: Int8Candidate) -> None:
         session = OrtSession(candidate.path)
         results = validate_tower(tower, session, "int8", held_out.images)
         try:
             raise_on_failures(results, "int8")
         except ExportValidationError as exc:
             failures.append(exc)
-            continue
-        seconds = time_session(session, timing_inputs)
-        passing.append((seconds, candidate.mode, candidate.path, results))
+            return
+        passing.append(
+            (time_session(session, timing_inputs), candidate.mode, candidate.path, results)
+        )
+
+    for candidate in candidates:
+        gate(candidate)
+    if not passing and config.int8_mode == "auto":
+        fallback = attention_only(fp32_path, final.parent)
+        if fallback is not None:
+            candidates.append(fallback)
+            gate(fallback)
     if not passing:
         mismatches = [m for exc in failures for m in exc.mismatches]
         tried = ", ".join(c.mode for c in candidates)
