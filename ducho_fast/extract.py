@@ -23,6 +23,7 @@ from .engine.pipeline import (
     ModelJob,
     PipelineOptions,
     ReadAhead,
+    Shard,
     ShardAssembler,
     image_batches,
     plan_shards,
@@ -132,12 +133,24 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
         return run_opened(task, plan, progress, listing, opened, options, timer, early)
     finally:
         if early is not None:
-            early[2].close()
+            early.reader.close()
+
+
+@dataclass(frozen=True)
+class EarlyDecode:
+    """Decoding started before the models opened, and what it assumed about them."""
+
+    specs: dict[str, ImagePreprocessSpec]
+    shards: list[Shard]
+    reader: ReadAhead
+
+    def serves(self, specs: dict[str, ImagePreprocessSpec], shards: list[Shard]) -> bool:
+        return self.specs == specs and self.shards == shards
 
 
 def start_decoding_early(
     task: PassTask, plan: ExtractPlan, listing: Listing, options: PipelineOptions, timer
-) -> tuple[dict, list, ReadAhead] | None:
+) -> EarlyDecode | None:
     """Decode the first images while the models open, when their preprocessing is already
     known (exported artifacts) and which shards are pending cannot change (no overwrite)."""
     if task.kind != "image" or not options.pipelined or options.workers == 0:
@@ -153,10 +166,19 @@ def start_decoding_early(
     reader = ReadAhead(
         image_batches(listing.items, keyed, shards, options, timer), options.prefetch_batches, timer
     )
-    return keyed, shards, reader
+    return EarlyDecode(keyed, shards, reader)
 
 
-def run_opened(task, plan, progress, listing, opened, options, timer, early) -> PassResult:
+def run_opened(
+    task: PassTask,
+    plan: ExtractPlan,
+    progress: bool,
+    listing: Listing,
+    opened: list[OpenModel],
+    options: PipelineOptions,
+    timer: StageTimer,
+    early: EarlyDecode | None,
+) -> PassResult:
     jobs, targets = [], []
     for index, (model, model_open) in enumerate(zip(task.models, opened, strict=True)):
         model_targets = targets_for(model, model_open)
@@ -181,8 +203,8 @@ def run_opened(task, plan, progress, listing, opened, options, timer, early) -> 
     shards = plan_shards(len(listing.items), plan.options.shard_size, store)
     if task.kind == "image":
         specs = {image_key(o): o.image for o in opened if o.image is not None}
-        if early is not None and early[0] == specs and early[1] == shards:
-            batches = early[2]
+        if early is not None and early.serves(specs, shards):
+            batches = early.reader
         else:
             batches = image_batches(listing.items, specs, shards, options, timer)
     else:

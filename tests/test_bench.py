@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -101,6 +102,9 @@ def test_variants_agree_with_eager_and_with_the_ducho_style_baseline(bench_run):
             assert agreement["min_cosine"] >= 0.9999
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here"
+)
 def test_unrunnable_variants_are_skipped_with_a_reason(bench_run):
     results, _ = bench_run
     for data in results["kinds"].values():

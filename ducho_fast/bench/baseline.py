@@ -24,8 +24,6 @@ import torch
 from ..engine.metrics import StageTimer
 from ..engine.sources import Item
 
-BASELINES = ("ducho", "ducho-transformers-text")
-
 
 @dataclass(frozen=True)
 class BaselineJob:

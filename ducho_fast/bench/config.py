@@ -6,8 +6,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.sessions import EAGER_PRECISIONS, RUNTIMES
+from ..engine.sources import Item, list_images, list_texts
 from ..errors import ConfigError
 from ..export.api import PRECISIONS
+
+
+def bench_items(
+    kind: str,
+    images: Path | str | None,
+    texts: Path | str | None,
+    id_column: str,
+    text_column: str,
+    limit: int | None,
+) -> tuple[Item, ...]:
+    """The items a benchmark measures: the data set's valid items, the first `limit` of them."""
+    if kind == "image":
+        assert images is not None
+        items = list_images(Path(images)).items
+    else:
+        assert texts is not None
+        items = list_texts(Path(texts), id_column, (text_column,)).items
+    return items[:limit] if limit else items
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..engine.preprocess import decode_image, preprocess_image
 from ..engine.sessions import OpenModel
 from ..engine.sources import Item
 from ..export.validate import row_cosines
+from ..extract import spec_key
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Prepared:
 
 def preprocess_key(opened: OpenModel) -> str:
     if opened.image is not None:
-        return json.dumps(opened.image.to_dict(), sort_keys=True)
+        return spec_key(opened.image)
     assert opened.text is not None
     return json.dumps([opened.text.pad_id, opened.text.pad_to])
 

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from ..engine.sessions import EAGER_PRECISIONS, OpenModel, RuntimeChoice, open_model
-from ..engine.sources import Item, list_images, list_texts
+from ..engine.sources import Item
 from ..errors import DuchoFastError
 from ..export.validate import row_cosines
 from ..models.spec import ModelRef
-from .config import BenchConfig, Variant
+from .config import BenchConfig, Variant, bench_items
 from .inference import Prepared, measure_inference, prepare, preprocess_key, run_all
 from .machine import flops_per_item, machine_info, matmul_gflops
 
@@ -45,16 +45,6 @@ def unavailable(variant: Variant) -> str | None:
         except DuchoFastError as exc:
             return str(exc)
     return None
-
-
-def list_items(config: BenchConfig, kind: str) -> tuple[Item, ...]:
-    if kind == "image":
-        assert config.images is not None
-        items = list_images(config.images).items
-    else:
-        assert config.texts is not None
-        items = list_texts(config.texts, config.id_column, (config.text_column,)).items
-    return items[: config.limit] if config.limit else items
 
 
 def open_variants(
@@ -257,15 +247,17 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
 def bench_kind(
     config: BenchConfig, kind: str, work: Path, cache: Path, peak: float, log: Log
 ) -> dict[str, Any]:
-    items = list_items(config, kind)
+    items = bench_items(
+        kind, config.images, config.texts, config.id_column, config.text_column, config.limit
+    )
     log(f"{config.name} {kind}: {len(items)} items")
-    reference = open_model(
+    opened, skipped = open_variants(config, kind, cache, log)
+    reference = opened.get("torch:fp32") or open_model(  # fp32 eager: the fidelity reference
         ModelRef(config.model, task=kind, weights=config.weights),  # type: ignore[arg-type]
         kind,
         RuntimeChoice("torch", "fp32", cache_dir=cache),
         key="m0",
     )
-    opened, skipped = open_variants(config, kind, cache, log)
     result: dict[str, Any] = {"items": len(items), "skipped": skipped}
     log("  pure inference")
     result["pure_inference"] = pure_inference(config, reference, opened, items, peak)

@@ -61,17 +61,6 @@ class ChildMemory:
         self._thread.join()
 
 
-def items_of(spec: dict):
-    from ..engine.sources import list_images, list_texts
-
-    if spec["kind"] == "image":
-        listing = list_images(Path(spec["images"]))
-    else:
-        listing = list_texts(Path(spec["texts"]), spec["id_column"], (spec["text_column"],))
-    items = listing.items[: spec["limit"]] if spec.get("limit") else listing.items
-    return items
-
-
 def run_ducho_fast(spec: dict) -> dict:
     from ..api_extract import RunOptions, SingleModelJob, extract_single
 
@@ -102,6 +91,7 @@ def run_ducho_fast(spec: dict) -> dict:
 
 def run_reference(spec: dict) -> dict:
     from .baseline import BaselineJob, run_baseline
+    from .config import bench_items
 
     job = BaselineJob(
         model=spec["model"],
@@ -112,7 +102,15 @@ def run_reference(spec: dict) -> dict:
         weights=spec["weights"],
         flavour=spec["mode"],
     )
-    return run_baseline(job, items_of(spec))
+    items = bench_items(
+        spec["kind"],
+        spec["images"],
+        spec["texts"],
+        spec["id_column"],
+        spec["text_column"],
+        spec.get("limit"),
+    )
+    return run_baseline(job, items)
 
 
 def main() -> None:

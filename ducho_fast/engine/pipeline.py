@@ -103,7 +103,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 class ImageDataset:
-    """Map-style dataset for DataLoader workers: decode once, preprocess per distinct spec."""
+    """Map-style dataset for the decode workers: decode once, preprocess per distinct spec."""
 
     def __init__(
         self,

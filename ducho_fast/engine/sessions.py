@@ -20,6 +20,7 @@ from ..models.spec import ModelRef
 from .pipeline import TextEncoding
 from .preprocess import ImagePreprocessSpec
 from .runtime.base import Session
+from .tokenize import LoadedTokenizer, load_tokenizer, wrap_transformers_tokenizer
 
 Runtime = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
 RUNTIMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
@@ -48,13 +49,9 @@ class OpenModel:
     output_names: tuple[str, ...]
 
 
-def text_encoding(key: str, tokenizer: Any, max_length: int, padding: str) -> TextEncoding:
-    def tokenize(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+def text_encoding(key: str, loaded: LoadedTokenizer, max_length: int, padding: str) -> TextEncoding:
     pad_to = max_length if padding == "max_length" else None
-    return TextEncoding(key, tokenize, int(pad_id), pad_to)
+    return TextEncoding(key, loaded.tokenize, loaded.pad_id, pad_to)
 
 
 def open_model(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
@@ -88,7 +85,8 @@ def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> Ope
         check_bf16(tower, session)
     text = None
     if tower.text is not None:
-        text = text_encoding(key, tower.tokenizer, tower.text.max_length, tower.text.padding)
+        loaded_tokenizer = wrap_transformers_tokenizer(tower.tokenizer, tower.text.max_length)
+        text = text_encoding(key, loaded_tokenizer, tower.text.max_length, tower.text.padding)
     fingerprint = {
         "model": loaded.fingerprint,
         "runtime": choice.runtime,
@@ -175,13 +173,10 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
     )
     text = None
     if graph.text_preprocess is not None:
-        from .tokenize import load_tokenizer
-
         assert manifest.tokenizer_dir is not None
         max_length = int(graph.text_preprocess["max_length"])
         loaded = load_tokenizer(folder / manifest.tokenizer_dir, max_length)
-        pad_to = max_length if graph.text_preprocess["padding"] == "max_length" else None
-        text = TextEncoding(key, loaded.tokenize, loaded.pad_id, pad_to)
+        text = text_encoding(key, loaded, max_length, graph.text_preprocess["padding"])
     fingerprint = {
         "model": manifest.fingerprint,
         "runtime": choice.runtime,
@@ -201,11 +196,7 @@ def peek_image_spec(ref: ModelRef, choice: RuntimeChoice) -> ImagePreprocessSpec
     without opening a session, so decoding can start while the model loads; else None."""
     if choice.runtime not in ("onnxruntime", "tensorrt"):
         return None
-    folder = (
-        Path(ref.source)
-        if is_artifact(ref.source)
-        else choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
-    )
+    folder = artifact_folder(ref, choice)
     if not (folder / MANIFEST_NAME).is_file():
         return None
     try:
@@ -219,6 +210,13 @@ def is_artifact(source: str) -> bool:
     return (Path(source) / MANIFEST_NAME).is_file()
 
 
+def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
+    """Where the artifact for `ref` is: the source itself, or its place in the export cache."""
+    if is_artifact(ref.source):
+        return Path(ref.source)
+    return choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
+
+
 def artifact_for(ref: ModelRef, choice: RuntimeChoice) -> Path:
     """The artifact to run: the source itself, or a cached export keyed by fingerprint."""
     if is_artifact(ref.source):
@@ -230,7 +228,7 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice) -> Path:
         return Path(ref.source)
     from ..export.api import ExportConfig, export
 
-    folder = choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
+    folder = artifact_folder(ref, choice)
     if (folder / MANIFEST_NAME).is_file():
         return folder
     return export(ExportConfig(replace(ref, task="auto"), folder, precision=choice.precision))  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Tokenize = Callable[[list[str]], list[list[int]]]
 
@@ -57,7 +58,11 @@ def rust_tokenizer(folder: Path, max_length: int) -> LoadedTokenizer:
 def transformers_tokenizer(folder: Path, max_length: int) -> LoadedTokenizer:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return wrap_transformers_tokenizer(AutoTokenizer.from_pretrained(folder), max_length)
+
+
+def wrap_transformers_tokenizer(tokenizer: Any, max_length: int) -> LoadedTokenizer:
+    """A loaded transformers tokenizer behind the same surface (the eager runtimes use it)."""
 
     def tokenize(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
