@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +299,35 @@ def test_minilm_int8_keeps_feed_forward_in_fp32_to_pass_its_gate(minilm_dir, tmp
     expected = ducho_fast.load(do_export(minilm_dir, tmp_path / "fp32")).encode_texts(TEXTS)
     got = ducho_fast.load(tmp_path / "int8").encode_texts(TEXTS)
     assert row_cosines(expected, got).min() >= 0.99
+
+
+def test_unchanged_artifact_is_not_rehashed_but_a_changed_one_is(tiny_st, tmp_path, monkeypatch):
+    from ducho_fast.export import manifest as manifest_module
+
+    folder = do_export(tiny_st, tmp_path / "st")
+    past = 1_700_000_000
+    for path in folder.rglob("*"):
+        os.utime(path, (past, past))
+    hashed: list[Path] = []
+    real_sha = manifest_module.sha256_file
+    monkeypatch.setattr(
+        manifest_module, "sha256_file", lambda path: hashed.append(path) or real_sha(path)
+    )
+    read_manifest(folder)
+    assert hashed, "the first open checks every hash"
+    hashed.clear()
+    read_manifest(folder)
+    assert hashed == [], "an unchanged artifact is not hashed again"
+
+    graph = folder / "text.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-100] ^= 0xFF
+    graph.write_bytes(bytes(data))  # same size, new mtime
+    with pytest.raises(ArtifactError, match="does not match the hash"):
+        read_manifest(folder)
+
+
+def test_fresh_files_are_not_stamped_so_a_quick_rewrite_is_caught(tiny_st, tmp_path):
+    folder = do_export(tiny_st, tmp_path / "st")
+    read_manifest(folder)  # files written seconds ago: mtime could repeat on a rewrite
+    assert not (folder / ".verified.json").exists()

@@ -226,11 +226,11 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice) -> Path:
                 f"artifact {ref.source} is {manifest.precision}, but {choice.precision} was asked"
             )
         return Path(ref.source)
-    from ..export.api import ExportConfig, export
-
     folder = artifact_folder(ref, choice)
     if (folder / MANIFEST_NAME).is_file():
         return folder
+    from ..export.api import ExportConfig, export  # imports torch: only when exporting
+
     return export(ExportConfig(replace(ref, task="auto"), folder, precision=choice.precision))  # type: ignore[arg-type]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ from ..errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Sizes, mtimes and inodes of files whose hashes were last checked, so reopening an unchanged
+# artifact skips re-hashing hundreds of MB (the quick check make and rsync use).
+VERIFIED_STAMP = ".verified.json"
+NOT_HASHED = (MANIFEST_NAME, VERIFIED_STAMP)
+RACY_NS = 2_000_000_000
 
 
 class Frozen(BaseModel):
@@ -78,7 +84,7 @@ def hash_folder(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): sha256_file(path)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME
+        if path.is_file() and path.name not in NOT_HASHED
     }
 
 
@@ -157,12 +163,51 @@ def read_manifest(folder: Path, verify_hashes: bool = True) -> Manifest:
 
 
 def verify_files(folder: Path, manifest: Manifest) -> None:
-    for name, expected in manifest.files.items():
-        file = folder / name
-        if not file.is_file():
+    """Check every listed file's hash, unless none changed since the last check passed."""
+    for name in manifest.files:
+        if not (folder / name).is_file():
             raise ArtifactError(f"{folder}: {name} is listed in the manifest but missing")
-        if sha256_file(file) != expected:
+    stamp = files_stamp(folder, manifest)
+    if read_stamp(folder) == stamp:
+        return
+    for name, expected in manifest.files.items():
+        if sha256_file(folder / name) != expected:
             raise ArtifactError(
                 f"{folder}: {name} does not match the hash in the manifest (modified or "
                 "corrupted after export); export again"
             )
+    write_stamp(folder, stamp)
+
+
+def files_stamp(folder: Path, manifest: Manifest) -> dict[str, list]:
+    def stat(path: Path) -> list:
+        info = path.stat()
+        return [info.st_size, info.st_mtime_ns, info.st_ino]
+
+    stamp = {name: [*stat(folder / name), sha] for name, sha in manifest.files.items()}
+    stamp[MANIFEST_NAME] = [*stat(folder / MANIFEST_NAME), ""]
+    return stamp
+
+
+def read_stamp(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / VERIFIED_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_stamp(folder: Path, stamp: dict) -> None:
+    """Best effort: a read-only artifact folder is simply re-hashed on every open.
+
+    Files modified in the last seconds are not stamped: the kernel's coarse mtime clock could
+    give a later same-size rewrite the same mtime (git's "racy clean" problem).
+    """
+    newest = max(entry[1] for entry in stamp.values())
+    if time.time_ns() - newest < RACY_NS:
+        return
+    tmp = folder / f"{VERIFIED_STAMP}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(stamp))
+        os.replace(tmp, folder / VERIFIED_STAMP)
+    except OSError:
+        tmp.unlink(missing_ok=True)
