@@ -31,6 +31,7 @@ class RunOptions:
     item_timeout: float | None = None
     jpeg_draft: bool | None = None
     ort_provider: str | None = None
+    threads: int | None = None
     pipelined: bool = True
     progress: bool = True
 
@@ -62,7 +63,7 @@ class SingleModelJob:
     id_column: str = "id"
     text_column: str = "text"
     layers: tuple[str, ...] = ()
-    batch_size: int = 32
+    batch_size: int | None = None  # None: chosen by a timed sweep, remembered per machine
     runtime: str = "onnxruntime"
     precision: str = "fp32"
     weights: str = "DEFAULT"  # torchvision: DEFAULT, none (random) or a state-dict file
@@ -78,6 +79,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         precision=options.precision or job.precision,
         cache_dir=DEFAULT_CACHE,
         ort_provider=options.ort_provider or "cpu",
+        threads=options.threads or 0,
     )
     fmt = options.output_format or "compact"
     label = Path(job.model).name or job.model

@@ -154,6 +154,8 @@ def print_summary(results) -> None:
             f"after start-up); inference waited {100 * m['inference_wait_share']:.0f}%"
         )
         click.echo(f"  stages: {stages}")
+        if m.get("batch_size_choice") not in (None, "given"):
+            click.echo(f"  {m['batch_size_choice']}")
         for output in result.outputs:
             click.echo(f"  -> {output}")
 
@@ -174,7 +176,11 @@ def print_summary(results) -> None:
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), help="Config-free: output folder.")
 @click.option("--layer", "layers", multiple=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Items per inference batch (default: picked by a short timed sweep, then remembered).",
+)
 @click.option("--runtime", type=click.Choice(["torch", "torch-compile", "onnxruntime", "tensorrt"]))
 @click.option(
     "--precision",
@@ -195,6 +201,12 @@ def print_summary(results) -> None:
     "--ort-provider",
     type=click.Choice(["cpu", "cuda", "tensorrt"]),
     help="ONNX Runtime execution provider (GPU ones need onnxruntime-gpu; no silent fallback).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    help="Inference threads (default 0: every core; measured best here even beside 2 decode "
+    "workers, see benchmarks/README.md).",
 )
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
@@ -226,6 +238,7 @@ def extract_command(
     item_timeout,
     jpeg_draft,
     ort_provider,
+    threads,
     sequential,
     strict,
     overwrite,
@@ -245,6 +258,7 @@ def extract_command(
         item_timeout=item_timeout,
         jpeg_draft=jpeg_draft,
         ort_provider=ort_provider,
+        threads=threads,
         pipelined=not sequential,
         progress=not no_progress,
     )

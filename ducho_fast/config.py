@@ -40,7 +40,7 @@ class ModelEntry(Strict):
     model_name: str
     backend: Literal["torch", "transformers", "sentence_transformers", "tensorflow"] = "torch"
     output_layers: str | int | list[str | int] | None = None
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)  # None: a timed sweep picks it
     reshape: list[int] | None = None
     preprocessing: Literal["zscore", "minmax"] | None = None
     mean: list[float] | None = None
@@ -146,6 +146,7 @@ class DuchoConfig(Strict):
     item_timeout: float = Field(default=60.0, gt=0)
     jpeg_draft: bool = False
     ort_provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    threads: int = Field(default=0, ge=0)  # inference intra-op threads; 0: every core
     cache_dir: str | None = None
 
 

@@ -92,6 +92,7 @@ class DuchoPlanner:
             precision=entry.precision or self.config.precision,
             cache_dir=cache,
             ort_provider=self.config.ort_provider,
+            threads=self.config.threads,
         )
 
     def model_task(self, entry: ModelEntry, kind: str, out_root: Path, where: str) -> ModelTask:
@@ -125,7 +126,7 @@ class DuchoPlanner:
             models=models,
             state_dir=self.state_dir(name, *(m.label for m in models)),
             failures_path=out_root / "failures.tsv",
-            batch_size=min(e.batch_size for e in entries),
+            batch_size=min((e.batch_size for e in entries if e.batch_size), default=None),
         )
 
     def text_passes(

@@ -11,12 +11,19 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from .engine.batch_sweep import (
+    SweepCache,
+    choose_batch_size,
+    image_inputs,
+    sweep_key,
+    text_inputs,
+)
 from .engine.fusion import fuse, join_by_id
 from .engine.metrics import StageTimer
 from .engine.pipeline import (
@@ -31,7 +38,14 @@ from .engine.pipeline import (
     text_batch_stream,
 )
 from .engine.preprocess import ImagePreprocessSpec
-from .engine.sessions import OpenModel, RuntimeChoice, open_model, peek_image_spec
+from .engine.sessions import (
+    OpenModel,
+    RuntimeChoice,
+    open_model,
+    peek_image_spec,
+    peek_sweep_identity,
+    sweep_identity,
+)
 from .engine.sources import Listing
 from .engine.writers import (
     Failure,
@@ -69,7 +83,7 @@ class PassTask:
     models: tuple[ModelTask, ...]
     state_dir: Path
     failures_path: Path
-    batch_size: int = 32
+    batch_size: int | None = None  # None: chosen by a timed sweep (engine/batch_sweep.py)
 
 
 @dataclass(frozen=True)
@@ -124,16 +138,59 @@ def targets_for(task: ModelTask, opened: OpenModel) -> dict[str, Target]:
 def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
     timer = StageTimer()  # from the pass's start: model opening counts as start-up
     listing = task.list_items()
-    options = PipelineOptions(**{**plan.options.__dict__, "batch_size": task.batch_size})
-    early = start_decoding_early(task, plan, listing, options, timer)
+    known_size = task.batch_size or remembered_batch_size(task)
+    early = None
+    if known_size is not None:
+        options = replace(plan.options, batch_size=known_size)
+        early = start_decoding_early(task, plan, listing, options, timer)
     try:
         opened = [
             open_model(m.ref, task.kind, m.choice, key=f"m{i}") for i, m in enumerate(task.models)
         ]
-        return run_opened(task, plan, progress, listing, opened, options, timer, early)
+        size, how = task_batch_size(task, opened, listing, timer)
+        options = replace(plan.options, batch_size=size)
+        result = run_opened(task, plan, progress, listing, opened, options, timer, early)
+        result.metrics.update(batch_size=size, batch_size_choice=how)
+        return result
     finally:
         if early is not None:
             early.reader.close()
+
+
+def remembered_batch_size(task: PassTask) -> int | None:
+    """The swept batch size every model of the pass already has on record, before opening."""
+    sizes = []
+    for model in task.models:
+        identity = peek_sweep_identity(model.ref, model.choice, task.kind)
+        if identity is None:
+            return None
+        key = sweep_key(identity, task.kind, model.choice.threads)
+        found = SweepCache(model.choice.cache_dir).get(key)
+        if found is None:
+            return None
+        sizes.append(found.batch_size)
+    return min(sizes)
+
+
+def task_batch_size(
+    task: PassTask, opened: list[OpenModel], listing: Listing, timer: StageTimer
+) -> tuple[int, str]:
+    """The given batch size, else the smallest of the models' swept choices (one batch size
+    feeds every model of an image pass)."""
+    if task.batch_size is not None:
+        return task.batch_size, "given"
+    results = []
+    with timer.stage("batch_size_sweep"):
+        for model, model_open in zip(task.models, opened, strict=True):
+            if model_open.image is not None:
+                make_inputs = image_inputs(model_open.image)
+            else:
+                assert model_open.text is not None
+                make_inputs = text_inputs(model_open.text, [i.text or "" for i in listing.items])
+            key = sweep_key(sweep_identity(model_open.fingerprint), task.kind, model.choice.threads)
+            cache = SweepCache(model.choice.cache_dir)
+            results.append(choose_batch_size(model_open.session, make_inputs, cache, key))
+    return min(r.batch_size for r in results), "; ".join(r.describe() for r in results)
 
 
 @dataclass(frozen=True)
@@ -142,10 +199,13 @@ class EarlyDecode:
 
     specs: dict[str, ImagePreprocessSpec]
     shards: list[Shard]
+    batch_size: int
     reader: ReadAhead
 
-    def serves(self, specs: dict[str, ImagePreprocessSpec], shards: list[Shard]) -> bool:
-        return self.specs == specs and self.shards == shards
+    def serves(
+        self, specs: dict[str, ImagePreprocessSpec], shards: list[Shard], batch_size: int
+    ) -> bool:
+        return (self.specs, self.shards, self.batch_size) == (specs, shards, batch_size)
 
 
 def start_decoding_early(
@@ -166,7 +226,7 @@ def start_decoding_early(
     reader = ReadAhead(
         image_batches(listing.items, keyed, shards, options, timer), options.prefetch_batches, timer
     )
-    return EarlyDecode(keyed, shards, reader)
+    return EarlyDecode(keyed, shards, options.batch_size, reader)
 
 
 def run_opened(
@@ -203,7 +263,7 @@ def run_opened(
     shards = plan_shards(len(listing.items), plan.options.shard_size, store)
     if task.kind == "image":
         specs = {image_key(o): o.image for o in opened if o.image is not None}
-        if early is not None and early.serves(specs, shards):
+        if early is not None and early.serves(specs, shards, options.batch_size):
             batches = early.reader
         else:
             batches = image_batches(listing.items, specs, shards, options, timer)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Exports and batch-size sweeps cached by the tests stay out of the user's ~/.cache; set before
+# any test module imports ducho_fast (which reads it once).
+os.environ["DUCHO_FAST_CACHE"] = tempfile.mkdtemp(prefix="ducho-fast-tests-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

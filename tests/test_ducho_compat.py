@@ -223,3 +223,25 @@ def test_a_separate_tokenizer_is_refused_not_ignored(tmp_path):
     with pytest.raises(ConfigError, match="tokenizer_name"):
         entry(tmp_path, tokenizer_name="bert-base-uncased")
     assert entry(tmp_path, tokenizer_name="resnet18").tokenizer_name == "resnet18"
+
+
+def test_threads_and_unset_batch_size_reach_the_plan(tmp_path):
+    from ducho_fast.ducho_plan import build_plan
+
+    (tmp_path / "images").mkdir()
+    config = {
+        "dataset_path": str(tmp_path),
+        "threads": 1,
+        "visual": {
+            "items": {
+                "input_path": "images",
+                "output_path": "out",
+                "model": [{"model_name": "resnet18", "backend": "torch"}],
+            }
+        },
+    }
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump(config))
+    (task,) = build_plan(load_config(path), tmp_path).passes
+    assert task.batch_size is None, "no batch_size in the config: the sweep picks it"
+    assert task.models[0].choice.threads == 1

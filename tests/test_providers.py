@@ -74,3 +74,10 @@ def test_cuda_provider_matches_cpu(image_graph):
     assert gpu.io_binding
     for name, value in gpu.run(pixels).items():
         np.testing.assert_allclose(value, cpu[name], rtol=1e-3, atol=1e-4)
+
+
+def test_threads_setting_reaches_the_onnxruntime_session(image_graph):
+    options = ort_options(RuntimeChoice(threads=1), "fp32")
+    assert options.intra_op_threads == 1
+    session = OrtSession(image_graph, options)
+    assert session._session.get_session_options().intra_op_num_threads == 1

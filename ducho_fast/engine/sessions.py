@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError, DuchoFastError, RuntimeUnavailableError
-from ..export.manifest import MANIFEST_NAME, Manifest, read_manifest
+from ..export.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
 from ..models.spec import ModelRef
 from .pipeline import TextEncoding
 from .preprocess import ImagePreprocessSpec
@@ -177,7 +177,12 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
         max_length = int(graph.text_preprocess["max_length"])
         loaded = load_tokenizer(folder / manifest.tokenizer_dir, max_length)
         text = text_encoding(key, loaded, max_length, graph.text_preprocess["padding"])
-    fingerprint = {
+    fingerprint = artifact_fingerprint(manifest, graph, choice)
+    return OpenModel(session, image, text, fingerprint, tuple(o.name for o in graph.outputs))
+
+
+def artifact_fingerprint(manifest: Manifest, graph: GraphInfo, choice: RuntimeChoice) -> dict:
+    return {
         "model": manifest.fingerprint,
         "runtime": choice.runtime,
         "ort_provider": choice.ort_provider if choice.runtime == "onnxruntime" else None,
@@ -188,22 +193,39 @@ def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> O
         "image_preprocess": graph.image_preprocess,
         "text_preprocess": graph.text_preprocess,
     }
-    return OpenModel(session, image, text, fingerprint, tuple(o.name for o in graph.outputs))
 
 
-def peek_image_spec(ref: ModelRef, choice: RuntimeChoice) -> ImagePreprocessSpec | None:
-    """The image preprocessing of an artifact that exists already (given or cached), read
-    without opening a session, so decoding can start while the model loads; else None."""
+def sweep_identity(fingerprint: dict) -> dict:
+    """What a model's best batch size depends on, from its fingerprint (see batch_sweep)."""
+    keys = ("model", "graph_sha256", "runtime", "ort_provider", "precision")
+    return {key: fingerprint.get(key) for key in keys}
+
+
+def peek_artifact(ref: ModelRef, choice: RuntimeChoice, kind: str) -> tuple | None:
+    """An artifact that exists already (given or cached) and its `kind` graph, read without
+    checking hashes or opening a session, so work can start while the model loads; else None."""
     if choice.runtime not in ("onnxruntime", "tensorrt"):
         return None
     folder = artifact_folder(ref, choice)
     if not (folder / MANIFEST_NAME).is_file():
         return None
     try:
-        graph = read_manifest(folder, verify_hashes=False).graph("image")
+        manifest = read_manifest(folder, verify_hashes=False)
+        return manifest, manifest.graph(kind)
     except (DuchoFastError, KeyError):
         return None  # opening the model reports it properly
-    return ImagePreprocessSpec.from_dict(graph.image_preprocess) if graph.image_preprocess else None
+
+
+def peek_image_spec(ref: ModelRef, choice: RuntimeChoice) -> ImagePreprocessSpec | None:
+    found = peek_artifact(ref, choice, "image")
+    if found is None or not found[1].image_preprocess:
+        return None
+    return ImagePreprocessSpec.from_dict(found[1].image_preprocess)
+
+
+def peek_sweep_identity(ref: ModelRef, choice: RuntimeChoice, kind: str) -> dict | None:
+    found = peek_artifact(ref, choice, kind)
+    return sweep_identity(artifact_fingerprint(*found, choice)) if found else None
 
 
 def is_artifact(source: str) -> bool:
