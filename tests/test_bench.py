@@ -116,3 +116,35 @@ def test_bad_settings_are_refused():
         BenchConfig("m", Path("o"), images=Path("i"), runtimes=("jax",))
     with pytest.raises(ConfigError, match="--images"):
         BenchConfig("m", Path("o"))
+
+
+def test_transformers_text_baselines_pad_as_named_and_agree(tiny_st, monkeypatch):
+    """Ducho's code pads to each batch's longest text; the -512 flavour pads to the maximum.
+    Attention masks make both give the same pooler_output."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from ducho_fast.bench.baseline import BaselineJob, text_model
+
+    widths: list[int] = []
+    real_load = transformers.AutoModel.from_pretrained
+
+    def recording_load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        model.register_forward_pre_hook(
+            lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+        )
+        return model
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", recording_load)
+    texts = ["a short one", "a slightly longer product description with more words"]
+    features = {}
+    for flavour in ("ducho-transformers-text", "ducho-transformers-text-512"):
+        encode = text_model(BaselineJob(str(tiny_st), "text", Path("unused"), flavour=flavour))
+        with torch.inference_mode():  # as run_texts calls it
+            features[flavour] = encode(texts)
+    longest, maximum = widths
+    limit = transformers.AutoTokenizer.from_pretrained(str(tiny_st)).model_max_length
+    assert longest < 20 and maximum == limit  # 512 for BERT-like models; the tiny one is smaller
+    np.testing.assert_allclose(*features.values(), rtol=1e-4, atol=1e-5)

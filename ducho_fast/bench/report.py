@@ -90,6 +90,13 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
             )
             + " |"
         )
+    for other in [n for n in e2e if n.startswith("baseline-")]:
+        ratios = ", ".join(
+            f"{name} {fmt(fig['ratio_to_other_baselines'][other], 2)}x"
+            for name, fig in e2e.items()
+            if other in fig.get("ratio_to_other_baselines", {})
+        )
+        lines.append(f"\nEnd to end (command) against {other}: {ratios}.")
     for name, reason in data["skipped"].items():
         lines.append(f"\nSkipped {name}: {reason}")
     return [*lines, ""]
@@ -143,7 +150,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
             width=0.4,
             label="end to end (command)",
         )
-        for base, style in (("baseline", "--"), ("baseline-transformers", ":")):
+        baselines = (("baseline", "--"), ("baseline-transformers", ":"))
+        for base, style in (*baselines, ("baseline-transformers-512", "-.")):
             if base in e2e:
                 axis.axhline(
                     e2e[base]["command_items_per_s"], color="black", linestyle=style, label=base

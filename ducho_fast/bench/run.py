@@ -172,6 +172,7 @@ def end_to_end(
         jobs["baseline"] = {**base, "mode": "ducho"}
         if kind == "text" and (Path(config.model) / "modules.json").is_file():
             jobs["baseline-transformers"] = {**base, "mode": "ducho-transformers-text"}
+            jobs["baseline-transformers-512"] = {**base, "mode": "ducho-transformers-text-512"}
     runs: dict[str, list[dict]] = {name: [] for name in jobs}
     for repeat in range(config.repeats):
         for name, spec in jobs.items():
@@ -242,6 +243,12 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
             fig["steady_ratio_to_baseline"] = ratio(
                 fig["steady_items_per_s"], base["steady_items_per_s"]
             )
+        others = [n for n in e2e if n.startswith("baseline-") and not name.startswith("baseline")]
+        if others:
+            fig["ratio_to_other_baselines"] = {
+                other: ratio(fig["command_items_per_s"], e2e[other]["command_items_per_s"])
+                for other in others
+            }
 
 
 def bench_kind(
