@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -296,8 +297,12 @@ def test_int8_engine_of_a_non_qdq_graph_is_refused_before_building(clip_artifact
     assert calls == [] and list(tmp_path.iterdir()) == []
 
 
-def test_onnxruntime_static_int8_is_asymmetric_so_tensorrt_refuses_it(tiny_clip, tmp_path):
+def test_static_int8_takes_the_form_its_target_runs(tiny_clip, tmp_path):
+    """ONNX Runtime on x86 gets u8 activations (VNNI's u8 x s8), which TensorRT refuses with
+    the reason; the TensorRT form is signed and symmetric, which it accepts."""
     from PIL import Image
+
+    from ducho_fast.export.quantize import int8_candidates, quantize_static
 
     rng = np.random.default_rng(0)
     images = []
@@ -314,7 +319,22 @@ def test_onnxruntime_static_int8_is_asymmetric_so_tensorrt_refuses_it(tiny_clip,
     )
     folder = ducho_fast.export(config)
     problems = int8_problems(onnx.load(str(folder / "image.onnx")))
-    assert any("asymmetric" in p for p in problems)
+    assert any("not signed int8" in p for p in problems)
+
+    fp32 = ducho_fast.export(replace(config, output_dir=tmp_path / "fp32", precision="fp32"))
+    (_, height, width, _) = onnx_input_shape(fp32 / "image.onnx")
+    calibration = [{"pixels": rng.integers(0, 256, (4, height, width, 3), dtype=np.uint8)}]
+    for_trt = quantize_static(
+        fp32 / "image.onnx", tmp_path / "trt.onnx", calibration, for_tensorrt=True
+    )
+    assert int8_problems(onnx.load(str(for_trt))) == []
+    with pytest.raises(ConfigError, match="only static int8"):
+        int8_candidates(fp32 / "image.onnx", tmp_path, "dynamic-per-tensor", [], True)
+
+
+def onnx_input_shape(path: Path) -> list:
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value or d.dim_param for d in dims]
 
 
 # --- graph rewrite for uint8 inputs -------------------------------------------------------
@@ -393,11 +413,10 @@ def test_int8_export_for_tensorrt_fails_before_building(tiny_clip, tmp_path, mon
     calls: list = []
     monkeypatch.setattr(trt_export, "serialize_engine", fake_serialize(calls))
     monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
-    config = ExportConfig(
-        ModelRef(str(tiny_clip), task="image"), tmp_path / "a", precision="int8", tensorrt=True
-    )
-    with pytest.raises(ConfigError, match="DynamicQuantizeLinear"):
-        ducho_fast.export(config)
+    with pytest.raises(ConfigError, match="calibrated on your data"):
+        ExportConfig(
+            ModelRef(str(tiny_clip), task="image"), tmp_path / "a", precision="int8", tensorrt=True
+        )
     assert calls == [] and list(tmp_path.iterdir()) == []
 
 

@@ -71,6 +71,15 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
+        if (
+            self.tensorrt
+            and self.precision == "int8"
+            and not (self.sample.images or self.sample.texts)
+        ):
+            raise ConfigError(
+                "TensorRT int8 runs only static (QDQ) int8, calibrated on your data: give "
+                "--sample-images or --sample-texts, or export fp16 for TensorRT"
+            )
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,9 @@ def pick_int8(
     projections kept in fp32 (slower than full int8, faster than fp32)."""
     calibrate_on, held_out = split_sample(config.sample)
     calibration = calibration_batches(tower, calibrate_on)
-    candidates = int8_candidates(fp32_path, final.parent, config.int8_mode, calibration)
+    candidates = int8_candidates(
+        fp32_path, final.parent, config.int8_mode, calibration, config.tensorrt
+    )
     passing: list[tuple[float, str, Path, list[CaseResult]]] = []
     failures: list[ExportValidationError] = []
     timing_inputs = validation_cases(tower)[-1][1]
@@ -170,7 +181,7 @@ def pick_int8(
 
     for candidate in candidates:
         gate(candidate)
-    if not passing and config.int8_mode == "auto":
+    if not passing and config.int8_mode == "auto" and not config.tensorrt:
         fallback = attention_only(fp32_path, final.parent)
         if fallback is not None:
             candidates.append(fallback)
