@@ -37,11 +37,13 @@ from .engine.pipeline import (
     run_batches,
     text_batch_stream,
 )
-from .engine.preprocess import ImagePreprocessSpec
+from .engine.preprocess import ImagePreprocessSpec, decode_image
 from .engine.sessions import (
+    NO_SAMPLE,
     OpenModel,
     RuntimeChoice,
     open_model,
+    peek_artifact,
     peek_image_spec,
     peek_sweep_identity,
     sweep_identity,
@@ -57,7 +59,7 @@ from .engine.writers import (
     write_per_item,
 )
 from .errors import ConfigError
-from .models.spec import ModelRef
+from .models.spec import ModelRef, Sample
 
 Kind = Literal["image", "text"]
 
@@ -145,7 +147,8 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
         early = start_decoding_early(task, plan, listing, options, timer)
     try:
         opened = [
-            open_model(m.ref, task.kind, m.choice, key=f"m{i}") for i, m in enumerate(task.models)
+            open_model(m.ref, task.kind, m.choice, f"m{i}", export_sample(m, task.kind, listing))
+            for i, m in enumerate(task.models)
         ]
         size, how = task_batch_size(task, opened, listing, timer)
         options = replace(plan.options, batch_size=size)
@@ -155,6 +158,30 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
     finally:
         if early is not None:
             early.reader.close()
+
+
+def export_sample(
+    model: ModelTask, kind: str, listing: Listing, images: int = 32, texts: int = 64
+) -> Sample:
+    """A spread of the pass's own items, when the model is about to be exported on the fly:
+    the export validates on them, and int8 calibrates static quantization on them (and gates
+    it on held-out ones). Images that do not decode are left out (the run records them)."""
+    if model.choice.runtime not in ("onnxruntime", "tensorrt"):
+        return NO_SAMPLE
+    if peek_artifact(model.ref, model.choice, kind) is not None:
+        return NO_SAMPLE
+    items = listing.items
+    if kind == "text":
+        spread = items[:: max(len(items) // texts, 1)]
+        return Sample(texts=tuple(i.text for i in spread if i.text)[:texts])
+    usable = []
+    for item in items[:: max(len(items) // images, 1)][:images]:
+        try:
+            decode_image(item.path)
+        except Exception:  # any file that does not decode is just left out of the sample
+            continue
+        usable.append(Path(item.path))
+    return Sample(images=tuple(usable))
 
 
 def remembered_batch_size(task: PassTask) -> int | None:

@@ -210,3 +210,29 @@ def test_decoding_starts_before_the_model_opens_and_changes_nothing(
     assert started == [False, True]
     assert features[0][0] == features[1][0]
     np.testing.assert_array_equal(features[0][1], features[1][1])
+
+
+def test_int8_export_on_the_fly_is_checked_on_the_runs_own_images(
+    tiny_clip, product_images, tmp_path, monkeypatch
+):
+    """The first int8 run exports the model: it validates (and calibrates static int8) on a
+    spread of the pass's images, leaving out files that do not decode."""
+    import json
+
+    from ducho_fast import api_extract
+
+    monkeypatch.setattr(api_extract, "DEFAULT_CACHE", tmp_path / "cache")
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted(product_images.iterdir())[:12]:
+        (images / path.name).symlink_to(path.resolve())
+    (images / "0-broken.jpg").write_bytes(b"not a jpeg")
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=images, batch_size=4)
+    (result,) = extract_single(job, RunOptions(precision="int8", progress=False))
+    assert result.succeeded == 12 and [f.item_id for f in result.failures] == ["0-broken"]
+    (manifest_path,) = (tmp_path / "cache" / "artifacts").glob("*/manifest.json")
+    validation = json.loads(manifest_path.read_text())["graphs"][0]["validation"]
+    for report in validation.values():
+        assert {c["case"] for c in report["cases"]} == {
+            f"batch={b},sample images" for b in (1, 3, 17)
+        }

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError, DuchoFastError, RuntimeUnavailableError
 from ..export.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
-from ..models.spec import ModelRef
+from ..models.spec import ModelRef, Sample
 from .pipeline import TextEncoding
 from .preprocess import ImagePreprocessSpec
 from .runtime.base import Session
@@ -26,6 +26,7 @@ Runtime = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
 RUNTIMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
 EAGER_PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CPUs with native bf16 instructions
 BF16_MIN_COSINE = 0.99
+NO_SAMPLE = Sample()
 DEFAULT_CACHE = Path(os.environ.get("DUCHO_FAST_CACHE", "~/.cache/ducho-fast")).expanduser()
 
 
@@ -54,14 +55,18 @@ def text_encoding(key: str, loaded: LoadedTokenizer, max_length: int, padding: s
     return TextEncoding(key, loaded.tokenize, loaded.pad_id, pad_to)
 
 
-def open_model(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
+def open_model(
+    ref: ModelRef, kind: str, choice: RuntimeChoice, key: str, sample: Sample = NO_SAMPLE
+) -> OpenModel:
+    """`sample`: the user's items, for validating (and calibrating static int8 in) an export
+    made on the fly."""
     if choice.runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {choice.runtime!r}; use one of {list(RUNTIMES)}")
     if choice.runtime in ("torch", "torch-compile"):
         return open_eager(ref, kind, choice, key)
     if choice.precision == "bf16":
         raise ConfigError("bf16 runs on the torch runtimes (--runtime torch or torch-compile)")
-    return open_artifact(artifact_for(ref, choice), kind, choice, key)
+    return open_artifact(artifact_for(ref, choice, sample), kind, choice, key)
 
 
 def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
@@ -239,7 +244,7 @@ def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
     return choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
 
 
-def artifact_for(ref: ModelRef, choice: RuntimeChoice) -> Path:
+def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE) -> Path:
     """The artifact to run: the source itself, or a cached export keyed by fingerprint."""
     if is_artifact(ref.source):
         manifest: Manifest = read_manifest(Path(ref.source), verify_hashes=False)
@@ -253,7 +258,8 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice) -> Path:
         return folder
     from ..export.api import ExportConfig, export  # imports torch: only when exporting
 
-    return export(ExportConfig(replace(ref, task="auto"), folder, precision=choice.precision))  # type: ignore[arg-type]
+    config = ExportConfig(replace(ref, task="auto"), folder, choice.precision, sample=sample)  # type: ignore[arg-type]
+    return export(config)
 
 
 def cache_key(ref: ModelRef, precision: str) -> str:

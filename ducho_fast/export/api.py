@@ -19,7 +19,7 @@ import numpy as np
 from ..engine.runtime.onnxruntime import OrtSession
 from ..errors import ConfigError, ExportValidationError
 from ..models.registry import load_model
-from ..models.spec import LoadedModel, ModelRef, Tower
+from ..models.spec import LoadedModel, ModelRef, Sample, Tower
 from .manifest import (
     SCHEMA_VERSION,
     GraphInfo,
@@ -48,14 +48,6 @@ from .validate import (
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """User data for validation and int8 calibration: image files and/or texts."""
-
-    images: tuple[Path, ...] = ()
-    texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

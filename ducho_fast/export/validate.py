@@ -96,7 +96,8 @@ def validation_cases(
                 if images
                 else synthetic_images(batch, tower.image.input_size, seed=batch)
             )
-            cases.append((f"batch={batch}", {"pixels": pixels}))
+            source = ",sample images" if images else ""
+            cases.append((f"batch={batch}{source}", {"pixels": pixels}))
         return cases
     assert tower.text is not None
     for length in sequence_lengths(tower.text.max_length):

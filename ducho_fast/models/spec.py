@@ -77,3 +77,11 @@ class LoadedModel:
                 return tower
         known = [t.name for t in self.towers]
         raise KeyError(f"model {self.source} has no {name} tower (it has: {known})")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """User data for validation and int8 calibration: image files and/or texts."""
+
+    images: tuple[Path, ...] = ()
+    texts: tuple[str, ...] = ()
