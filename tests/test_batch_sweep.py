@@ -111,3 +111,15 @@ def test_run_without_batch_size_sweeps_once_then_remembers(
     given, fixed = run("given", 3)
     assert (given["batch_size"], given["batch_size_choice"]) == (3, "given")
     np.testing.assert_allclose(swept, fixed, rtol=1e-4, atol=1e-5)
+
+
+def test_a_size_that_fails_ends_the_sweep_with_the_sizes_that_ran(monkeypatch):
+    run_timed, _ = simulated(monkeypatch, lambda size: 0.02 + 0.001 * size)
+
+    def run(inputs):
+        if len(inputs["x"]) >= 64:
+            raise MemoryError("out of device memory")
+        run_timed(inputs)
+
+    result = sweep(run, make_inputs)
+    assert list(result.items_per_s) == [8, 16, 32] and result.batch_size == 32

@@ -183,7 +183,7 @@ def end_to_end(
     if "baseline" in jobs:
         baseline = read_outputs(work / f"e2e-{kind}-baseline-0")
         for name in jobs:
-            if name != "baseline":
+            if not name.startswith("baseline"):  # other baselines save other outputs
                 own = read_outputs(work / f"e2e-{kind}-{folder_name(name)}-0")
                 result[name]["cosine_to_baseline"] = cosine_by_id(baseline, own)
     return result

@@ -60,7 +60,12 @@ def sweep(run: Callable[[dict[str, np.ndarray]], Any], make_inputs: MakeInputs) 
         best = max(rates.values(), default=0.0)
         if rates and size / best > MAX_BATCH_SECONDS:
             break
-        rates[size] = items_per_second(run, make_inputs(size), size)
+        try:
+            rates[size] = items_per_second(run, make_inputs(size), size)
+        except Exception:  # e.g. out of device memory: the sizes that ran are the choice
+            if not rates:
+                raise
+            break
         if rates[size] < (1 - GAIN) * best:
             break
     best = max(rates.values())
