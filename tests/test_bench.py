@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def test_bench_writes_json_table_and_plot(bench_run):
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "tiny.md").read_text()
     assert "| onnxruntime:fp32 |" in table and "| baseline |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| onnxruntime:fp32 |"))
+    assert re.search(r"\| \d+\.\d \(\d+\.\d-\d+\.\d\) \|", row), "medians carry their range"
     assert set(results["kinds"]) == {"image", "text"}
     assert positive(results["machine"]["matmul_fp32_gflops"])
     assert results["machine"]["libraries"]["onnxruntime"]

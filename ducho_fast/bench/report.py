@@ -29,6 +29,14 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def spread(figures: dict[str, Any], key: str) -> str:
+    """Median with the range over the repetitions: `21.1 (20.7-22.0)`."""
+    low, high = figures.get(f"min_{key}"), figures.get(f"max_{key}")
+    if figures.get(key) is None or low is None or high is None:
+        return fmt(figures.get(key))
+    return f"{fmt(figures[key])} ({fmt(low)}-{fmt(high)})"
+
+
 def startup_text(figures: dict[str, Any]) -> str:
     if not figures:
         return "-"
@@ -44,10 +52,10 @@ def fidelity_text(figures: dict[str, Any]) -> str:
 
 COLUMNS = (
     "variant",
-    "pure items/s",
+    "pure items/s (range)",
     "% fp32 matmul peak",
     "min cos vs eager fp32",
-    "end-to-end items/s (command)",
+    "end-to-end items/s (command, range)",
     "steady items/s",
     "x baseline",
     "efficiency",
@@ -75,10 +83,10 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
             + " | ".join(
                 [
                     name,
-                    fmt(p.get("items_per_s")),
+                    spread(p, "items_per_s"),
                     fmt(100 * share) if share is not None else "-",
                     fidelity_text(p),
-                    fmt(e.get("command_items_per_s")),
+                    spread(e, "command_items_per_s"),
                     fmt(e.get("steady_items_per_s")),
                     fmt(e.get("ratio_to_baseline"), 2),
                     fmt(e.get("pipeline_efficiency"), 2),
