@@ -101,34 +101,39 @@ def extract_command(model: Path, images: Path, output: Path) -> list[str]:
 def test_sigkill_then_resume_equals_uninterrupted_run(tiny_clip, product_images, tmp_path):
     env = {**os.environ, "DUCHO_FAST_CACHE": str(tmp_path / "cache")}
     reference = tmp_path / "reference"
-    subprocess.run(
+    first = subprocess.run(
         extract_command(tiny_clip, product_images, reference),
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert first.returncode == 0, first.stderr[-2000:]
 
     output = tmp_path / "killed"
-    process = subprocess.Popen(
-        extract_command(tiny_clip, product_images, output),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "killed.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            extract_command(tiny_clip, product_images, output),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     state = output / ".state" / tiny_clip.name
     deadline = time.monotonic() + 120
     while len(list(state.glob("shard-*.json"))) < 3 and time.monotonic() < deadline:
-        assert process.poll() is None, "the run finished before it could be interrupted"
-        time.sleep(0.01)
+        finished = process.poll()
+        assert finished is None, f"exited ({finished}) before the kill: {log.read_text()[-2000:]}"
+        time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
     committed = len(list(state.glob("shard-*.json")))
-    assert 3 <= committed < 15  # 240 items / 16 per shard: interrupted mid-way
+    assert 3 <= committed < 15, f"{committed} shards of 15 committed: not interrupted mid-way"
 
-    subprocess.run(
-        extract_command(tiny_clip, product_images, output), env=env, check=True, capture_output=True
+    resumed = subprocess.run(
+        extract_command(tiny_clip, product_images, output), env=env, capture_output=True, text=True
     )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     ids, features = compact(output / tiny_clip.name / "image_embeds")
     ref_ids, ref_features = compact(reference / tiny_clip.name / "image_embeds")
     assert ids == ref_ids and len(ids) == len(set(ids)) == 240
