@@ -8,6 +8,7 @@ RANDOM weights, because no weights can be downloaded here; put a hub id such as
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def main() -> None:
 
     start = time.perf_counter()
     dataset = OUTPUT / "dataset"
+    shutil.rmtree(dataset, ignore_errors=True)  # a rerun extracts again, not resumes a done run
     make_catalogue(dataset)
     print(f"catalogue: 48 images and item texts in {dataset}")
     clip = OUTPUT / "models" / "clip-vit-b-32-random"
