@@ -123,3 +123,15 @@ def test_a_size_that_fails_ends_the_sweep_with_the_sizes_that_ran(monkeypatch):
 
     result = sweep(run, make_inputs)
     assert list(result.items_per_s) == [8, 16, 32] and result.batch_size == 32
+
+
+def test_text_sweep_batches_look_like_the_runs_length_sorted_ones():
+    from ducho_fast.engine.batch_sweep import text_inputs
+    from ducho_fast.engine.pipeline import TextEncoding
+
+    lengths = [17, 3, 20, 9, 1, 12, 6, 15, 11, 2, 19, 8, 14, 5, 10, 18, 4, 13, 7, 16]
+    texts = [" ".join(["word"] * n) for n in lengths]
+    encoding = TextEncoding("t", lambda batch: [[5] * len(t.split()) for t in batch], 0, None)
+    batch = text_inputs(encoding, texts)(4)
+    assert batch["attention_mask"].sum(axis=1).tolist() == [9, 10, 11, 12]
+    assert batch["input_ids"].shape == (4, 12), "padded to its own longest, not the set's"

@@ -93,11 +93,14 @@ def image_inputs(spec: ImagePreprocessSpec) -> MakeInputs:
 
 
 def text_inputs(encoding: TextEncoding, texts: Sequence[str]) -> MakeInputs:
-    """The pass's own texts (their lengths set the cost), cycled to fill each batch."""
-    ids = encoding.tokenize(list(texts[:256]) or ["a product description"])
+    """Batches like the run's own: the pass's texts (a spread of up to 256) sorted by length,
+    each batch a window of neighbours around the median length, padded to its longest."""
+    spread = list(texts[:: max(len(texts) // 256, 1)][:256]) or ["a product description"]
+    ids = sorted(encoding.tokenize(spread), key=len)
 
     def make(size: int) -> dict[str, np.ndarray]:
-        chosen = [ids[i % len(ids)] for i in range(size)]
+        start = max(len(ids) // 2 - size // 2, 0)
+        chosen = [ids[(start + i) % len(ids)] for i in range(size)]
         return pad_batch(chosen, encoding.pad_id, encoding.pad_to)
 
     return make
