@@ -71,3 +71,13 @@ def skimage_photos() -> list[Path]:
         "chessboard_GRAY_U16.tif",
     )
     return [folder / name for name in names if (folder / name).is_file()]
+
+
+@pytest.fixture
+def five_photos(tmp_path, skimage_photos) -> Path:
+    """A folder of five real photos (copies, so a run may write beside them)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for photo in skimage_photos[:5]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    return folder

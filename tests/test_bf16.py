@@ -18,15 +18,11 @@ native_bf16 = pytest.mark.skipif(
 
 
 @native_bf16
-def test_bf16_extraction_stays_close_to_fp32(tiny_clip, skimage_photos, tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    for photo in skimage_photos[:5]:
-        (images / photo.name).write_bytes(photo.read_bytes())
+def test_bf16_extraction_stays_close_to_fp32(tiny_clip, five_photos, tmp_path):
     features = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
-        job = SingleModelJob(str(tiny_clip), out, images=images, runtime="torch")
+        job = SingleModelJob(str(tiny_clip), out, images=five_photos, runtime="torch")
         extract_single(job, RunOptions(progress=False, precision=precision, workers=0))
         folder = next(out.rglob("features.npy")).parent
         features[precision] = np.load(folder / "features.npy")

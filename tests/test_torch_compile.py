@@ -8,17 +8,13 @@ from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
 from ducho_fast.export.validate import row_cosines
 
 
-def test_compiled_extraction_equals_eager(tiny_clip, skimage_photos, tmp_path):
+def test_compiled_extraction_equals_eager(tiny_clip, five_photos, tmp_path):
     """Batch 2 over 5 photos: a full and a partial batch, so the dynamic-shape graph is
     exercised (inductor compiles once, ~30 s on 2 cores)."""
-    images = tmp_path / "images"
-    images.mkdir()
-    for photo in skimage_photos[:5]:
-        (images / photo.name).write_bytes(photo.read_bytes())
     features = {}
     for runtime in ("torch", "torch-compile"):
         out = tmp_path / runtime
-        job = SingleModelJob(str(tiny_clip), out, images=images, runtime=runtime, batch_size=2)
+        job = SingleModelJob(str(tiny_clip), out, images=five_photos, runtime=runtime, batch_size=2)
         extract_single(job, RunOptions(progress=False, workers=0))
         folder = next(out.rglob("features.npy")).parent
         features[runtime] = np.load(folder / "features.npy")
