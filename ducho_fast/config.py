@@ -117,6 +117,15 @@ class SourceBlock(Strict):
             tuple(self.text_column) if isinstance(self.text_column, list) else (self.text_column,)
         )
 
+    @property
+    def interaction_id_and_text_columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Ducho's form: `interaction_columns: [user, item]` plus `text_column`; a third entry
+        in `interaction_columns` (older ducho-fast configs) is taken as the text column."""
+        columns = tuple(self.interaction_columns or ())
+        if len(columns) == 3 and not self.text_columns:
+            return columns[:2], columns[2:]
+        return columns, self.text_columns
+
 
 class ModalityBlock(Strict):
     items: SourceBlock | None = None
@@ -269,9 +278,8 @@ def check_semantics(config: DuchoConfig) -> None:
         if text_items and (not block.item_column or not block.text_columns):
             raise ConfigError(f"{where}: text sources need item_column and text_column")
         if source == "interactions" and modality == "textual":
-            columns = block.interaction_columns or []
-            legacy = len(columns) == 3 and not block.text_columns
-            if not legacy and (len(columns) != 2 or not block.text_columns):
+            ids, texts = block.interaction_id_and_text_columns
+            if len(ids) != 2 or not texts:
                 raise ConfigError(
                     f"{where}: interactions need interaction_columns [user, item] and text_column"
                 )

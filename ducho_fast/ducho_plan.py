@@ -151,7 +151,7 @@ class DuchoPlanner:
     def text_source(self, name: str, path: Path, block: SourceBlock, source: str):
         columns, _ = read_table(path)
         if source == "interactions":
-            ids, texts = interaction_columns(block)
+            ids, texts = block.interaction_id_and_text_columns
             missing = [c for c in (*ids, *texts) if c not in columns]
             if missing:
                 raise ConfigError(f"{name}: {path} has no column(s) {missing}; columns: {columns}")
@@ -219,15 +219,6 @@ class DuchoPlanner:
                     )
                 )
         return tasks
-
-
-def interaction_columns(block: SourceBlock) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Ducho's form: `interaction_columns: [user, item]` plus `text_column`; a third entry
-    in `interaction_columns` (older ducho-fast configs) is taken as the text column."""
-    columns = tuple(block.interaction_columns or ())
-    if len(columns) == 3 and not block.text_columns:
-        return columns[:2], columns[2:]
-    return columns, block.text_columns
 
 
 def clean_listing(list_items: Callable[[], Listing], clear: bool) -> Callable[[], Listing]:

@@ -63,7 +63,6 @@ def best_rate(run, flops: float, repeats: int) -> float:
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> dict[str, float]:
     """This machine's fp32 matrix-multiply ceiling, as torch and as ONNX Runtime reach it
     (their GEMM kernels differ); the best rate of the repetitions, since a ceiling is wanted."""
-    import numpy as np
     import onnxruntime
     import torch
     from onnx import TensorProto, helper
@@ -82,7 +81,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> dict[str, float]:
         model.SerializeToString(),
         providers=["CPUExecutionProvider"],
     )
-    feeds = {"a": a.numpy(), "b": b.numpy().astype(np.float32)}
+    feeds = {"a": a.numpy(), "b": b.numpy()}
     rates["onnxruntime"] = best_rate(lambda: session.run(None, feeds), flops, repeats)
     rates["best"] = max(rates.values())
     return rates

@@ -66,6 +66,13 @@ COLUMNS = (
 )
 
 
+BASELINE_LINES = (
+    ("baseline", "--"),
+    ("baseline-transformers", ":"),
+    ("baseline-transformers-512", "-."),
+)
+
+
 def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
     pure = data["pure_inference"][batch]["variants"]
     e2e = data.get("end_to_end", {})
@@ -158,8 +165,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             width=0.4,
             label="end to end (command)",
         )
-        baselines = (("baseline", "--"), ("baseline-transformers", ":"))
-        for base, style in (*baselines, ("baseline-transformers-512", "-.")):
+        for base, style in BASELINE_LINES:
             if base in e2e:
                 axis.axhline(
                     e2e[base]["command_items_per_s"], color="black", linestyle=style, label=base

@@ -230,6 +230,7 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
     pure = result["pure_inference"][str(batch_size)]["variants"]
     e2e = result["end_to_end"]
     base = e2e.get("baseline")
+    others = [n for n in e2e if n.startswith("baseline-")]
     for name, fig in e2e.items():
         variant = name.split("+")[0]
         if variant in pure:
@@ -243,8 +244,7 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
             fig["steady_ratio_to_baseline"] = ratio(
                 fig["steady_items_per_s"], base["steady_items_per_s"]
             )
-        others = [n for n in e2e if n.startswith("baseline-") and not name.startswith("baseline")]
-        if others:
+        if others and not name.startswith("baseline"):
             fig["ratio_to_other_baselines"] = {
                 other: ratio(fig["command_items_per_s"], e2e[other]["command_items_per_s"])
                 for other in others

@@ -26,6 +26,7 @@ from .batching import pad_batch
 from .pipeline import TextEncoding
 from .preprocess import ImagePreprocessSpec, preprocess_image
 from .runtime.base import Session
+from .writers import atomic_json
 
 CANDIDATES = (8, 16, 32, 64, 128)
 GAIN = 0.05
@@ -139,10 +140,7 @@ class SweepCache:
     def put(self, key: str, result: SweepResult) -> None:
         entries = self.read()
         entries[key] = {"batch_size": result.batch_size, "items_per_s": result.items_per_s}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{CACHE_FILE}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, self.path)
+        atomic_json(self.path, entries)
 
     def read(self) -> dict[str, Any]:
         try:

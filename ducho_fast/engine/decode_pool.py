@@ -33,9 +33,7 @@ def _exit_with(main_pid: int, interval_s: float = 0.5) -> None:
         time.sleep(interval_s)
         try:
             os.kill(main_pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # the pid now belongs to another user's process
+        except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another user
             os._exit(0)
 
 

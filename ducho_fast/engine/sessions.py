@@ -206,7 +206,9 @@ def sweep_identity(fingerprint: dict) -> dict:
     return {key: fingerprint.get(key) for key in keys}
 
 
-def peek_artifact(ref: ModelRef, choice: RuntimeChoice, kind: str) -> tuple | None:
+def peek_artifact(
+    ref: ModelRef, choice: RuntimeChoice, kind: str
+) -> tuple[Manifest, GraphInfo] | None:
     """An artifact that exists already (given or cached) and its `kind` graph, read without
     checking hashes or opening a session, so work can start while the model loads; else None."""
     if choice.runtime not in ("onnxruntime", "tensorrt"):

@@ -6,6 +6,7 @@ changed, or an export that never passed validation is refused with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..engine.writers import atomic_json
 from ..errors import ArtifactError
 
 SCHEMA_VERSION = 1
@@ -205,9 +207,5 @@ def write_stamp(folder: Path, stamp: dict) -> None:
     newest = max(entry[1] for entry in stamp.values())
     if time.time_ns() - newest < RACY_NS:
         return
-    tmp = folder / f"{VERIFIED_STAMP}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps(stamp))
-        os.replace(tmp, folder / VERIFIED_STAMP)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        atomic_json(folder / VERIFIED_STAMP, stamp)
