@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 import ducho_fast
-from ducho_fast.engine.runtime.onnxruntime import OrtSession
+from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.export.api import ExportConfig
-from ducho_fast.export.manifest import read_manifest
 from ducho_fast.export.onnx_export import eager_outputs
 from ducho_fast.export.validate import synthetic_images, synthetic_texts
 from ducho_fast.models.registry import load_model
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.models.synthetic import save_clip
+from ducho_fast.runtime.onnxruntime import OrtSession
 
 HERE = Path(__file__).resolve().parent
 

@@ -7,14 +7,15 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-from .config import load_config
-from .ducho_plan import build_plan
-from .engine.pipeline import PipelineOptions
-from .engine.sessions import DEFAULT_CACHE, RuntimeChoice
-from .engine.sources import Listing, list_images, list_texts
-from .errors import ConfigError
-from .extract import ExtractPlan, ModelTask, PassResult, PassTask, extract
-from .models.spec import ModelRef
+from ducho_fast.config import load_config
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.records import Listing
+from ducho_fast.ducho_plan import build_plan
+from ducho_fast.engine.pipeline import PipelineOptions
+from ducho_fast.engine.sources import list_images, list_texts
+from ducho_fast.extract import ExtractPlan, ModelTask, PassResult, PassTask, extract
+from ducho_fast.models.spec import ModelRef
+from ducho_fast.resolve import DEFAULT_CACHE, RuntimeChoice
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .errors import DuchoFastError
+from ducho_fast.core.errors import DuchoFastError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -115,9 +115,9 @@ def export_command(
     trust_pickle,
 ) -> None:
     """Export MODEL (hub id, local folder, torchvision name or pickle) to a validated artifact."""
-    from .export.api import ExportConfig, Sample, export
-    from .export.onnx_export import DEFAULT_OPSET
-    from .models.spec import ModelRef
+    from ducho_fast.export.api import ExportConfig, Sample, export
+    from ducho_fast.export.onnx_export import DEFAULT_OPSET
+    from ducho_fast.models.spec import ModelRef
 
     config = ExportConfig(
         model=ModelRef(
@@ -131,7 +131,7 @@ def export_command(
         tensorrt=tensorrt,
     )
     folder = export(config)
-    from .export.manifest import read_manifest
+    from ducho_fast.artifact.manifest import read_manifest
 
     manifest = read_manifest(folder)
     for graph in manifest.graphs:
@@ -245,7 +245,7 @@ def extract_command(
     no_progress,
 ) -> None:
     """Extract features: from a Ducho config, or for one model over images or texts."""
-    from .api_extract import RunOptions, SingleModelJob, extract_config, extract_single
+    from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_config, extract_single
 
     options = RunOptions(
         runtime=runtime,
@@ -307,7 +307,7 @@ def bench_command(
     workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
-    from .bench import BenchConfig, run_bench
+    from ducho_fast.bench import BenchConfig, run_bench
 
     config = BenchConfig(
         model=model,

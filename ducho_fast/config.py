@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from ducho_fast.core.errors import ConfigError
 
 RuntimeName = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
 PrecisionName = Literal["fp32", "fp16", "int8", "bf16"]

@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from .api_extract import RunOptions, extract_config
-from .export.validate import synthetic_images
-from .models.synthetic import save_clip
+from ducho_fast.api_extract import RunOptions, extract_config
+from ducho_fast.export.validate import synthetic_images
+from ducho_fast.models.synthetic import save_clip
 
 OUTPUT = Path("demo-output")
 TITLES = [

@@ -14,14 +14,15 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from .config import DuchoConfig, ModelEntry, SourceBlock, blocks
-from .engine.pipeline import PipelineOptions
-from .engine.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .engine.sessions import DEFAULT_CACHE, RuntimeChoice
-from .engine.sources import Listing, list_images, list_interaction_texts, list_texts, read_table
-from .errors import ConfigError
-from .extract import ExtractPlan, FusionTask, ModelTask, PassTask
-from .models.spec import ModelRef
+from ducho_fast.config import DuchoConfig, ModelEntry, SourceBlock, blocks
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
+from ducho_fast.core.records import Listing
+from ducho_fast.engine.pipeline import PipelineOptions
+from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
+from ducho_fast.extract import ExtractPlan, FusionTask, ModelTask, PassTask
+from ducho_fast.models.spec import ModelRef
+from ducho_fast.resolve import DEFAULT_CACHE, RuntimeChoice
 
 FAST_DIR = "ducho-fast"
 
@@ -226,8 +227,8 @@ def clean_listing(list_items: Callable[[], Listing], clear: bool) -> Callable[[]
         return list_items
 
     def cleaned() -> Listing:
-        from .engine.sources import Item
-        from .engine.text import clear_text
+        from ducho_fast.core.clear_text import clear_text
+        from ducho_fast.core.records import Item
 
         listing = list_items()
         items = tuple(Item(i.item_id, i.path, clear_text(i.text or "")) for i in listing.items)

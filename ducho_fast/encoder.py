@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .engine.batching import text_batches
-from .engine.preprocess import ImagePreprocessSpec, decode_image, preprocess_image
-from .engine.runtime.onnxruntime import OrtOptions, OrtSession
-from .errors import ArtifactError
-from .export.manifest import Manifest, read_manifest
+from ducho_fast.artifact.manifest import Manifest, read_manifest
+from ducho_fast.core.batching import text_batches
+from ducho_fast.core.errors import ArtifactError
+from ducho_fast.core.image import ImagePreprocessSpec, decode_image, preprocess_image
+from ducho_fast.runtime.onnxruntime import OrtOptions, OrtSession
 
 ImageInput = str | Path | Image.Image
 

@@ -17,16 +17,20 @@ from typing import Literal
 
 import numpy as np
 
-from .engine.batch_sweep import (
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.image import ImagePreprocessSpec, decode_image
+from ducho_fast.core.io import atomic_json
+from ducho_fast.core.metrics import StageTimer
+from ducho_fast.core.records import Failure, Listing
+from ducho_fast.engine.batch_sweep import (
     SweepCache,
     choose_batch_size,
     image_inputs,
     sweep_key,
     text_inputs,
 )
-from .engine.fusion import fuse, join_by_id
-from .engine.metrics import StageTimer
-from .engine.pipeline import (
+from ducho_fast.engine.fusion import fuse, join_by_id
+from ducho_fast.engine.pipeline import (
     ModelJob,
     PipelineOptions,
     ReadAhead,
@@ -37,8 +41,15 @@ from .engine.pipeline import (
     run_batches,
     text_batch_stream,
 )
-from .engine.preprocess import ImagePreprocessSpec, decode_image
-from .engine.sessions import (
+from ducho_fast.engine.state import (
+    ShardStore,
+    Target,
+    finalize_compact,
+    write_failures,
+    write_per_item,
+)
+from ducho_fast.models.spec import ModelRef, Sample
+from ducho_fast.resolve import (
     NO_SAMPLE,
     OpenModel,
     RuntimeChoice,
@@ -48,18 +59,6 @@ from .engine.sessions import (
     peek_sweep_identity,
     sweep_identity,
 )
-from .engine.sources import Listing
-from .engine.writers import (
-    Failure,
-    ShardStore,
-    Target,
-    atomic_json,
-    finalize_compact,
-    write_failures,
-    write_per_item,
-)
-from .errors import ConfigError
-from .models.spec import ModelRef, Sample
 
 Kind = Literal["image", "text"]
 
@@ -378,7 +377,7 @@ def run_fusion(task: FusionTask) -> Path:
         write_per_item(task.ducho_dir, ids, fused)
     if task.compact_dir is not None:
         task.compact_dir.mkdir(parents=True, exist_ok=True)
-        from .engine.writers import atomic_bytes, npy_bytes
+        from ducho_fast.core.io import atomic_bytes, npy_bytes
 
         atomic_bytes(task.compact_dir / "features.npy", npy_bytes(fused))
         atomic_bytes(task.compact_dir / "ids.txt", ("\n".join(ids) + "\n").encode())

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from ducho_fast.bench import BenchConfig
 from ducho_fast.cli import main
-from ducho_fast.errors import ConfigError
+from ducho_fast.core.errors import ConfigError
 
 
 def positive(value) -> bool:

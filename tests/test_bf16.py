@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
-from ducho_fast.engine.sessions import RuntimeChoice, open_model
-from ducho_fast.errors import ConfigError, RuntimeUnavailableError
+from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
 from ducho_fast.export.validate import row_cosines
 from ducho_fast.models.spec import ModelRef
+from ducho_fast.resolve import RuntimeChoice, open_model
 
 native_bf16 = pytest.mark.skipif(
     not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16"

@@ -12,9 +12,9 @@ import yaml
 
 from ducho_fast.api_extract import RunOptions, extract_config
 from ducho_fast.config import load_config
+from ducho_fast.core.clear_text import clear_text
+from ducho_fast.core.errors import ConfigError, DuchoFastError
 from ducho_fast.ducho_plan import model_folder, torch_model_ref
-from ducho_fast.engine.text import clear_text
-from ducho_fast.errors import ConfigError, DuchoFastError
 from ducho_fast.export.validate import row_cosines
 
 QUIET = RunOptions(progress=False)

@@ -13,9 +13,9 @@ import torch
 
 import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
-from ducho_fast.errors import ArtifactError, ExportValidationError, ModelLoadError
+from ducho_fast.artifact.manifest import read_manifest
+from ducho_fast.core.errors import ArtifactError, ExportValidationError, ModelLoadError
 from ducho_fast.export import api, validate
-from ducho_fast.export.manifest import read_manifest
 from ducho_fast.export.validate import BATCH_SIZES, row_cosines
 
 from .conftest import shared_set
@@ -60,7 +60,7 @@ def test_tiny_clip_both_towers_match_eager(tiny_clip, tmp_path, skimage_photos):
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     processor = CLIPImageProcessor.from_pretrained(tiny_clip)
     tokenizer = AutoTokenizer.from_pretrained(tiny_clip)
-    from ducho_fast.engine.preprocess import decode_image
+    from ducho_fast.core.image import decode_image
 
     images = [decode_image(p) for p in skimage_photos]
     with torch.no_grad():
@@ -110,7 +110,7 @@ def test_real_minilm_matches_sentence_transformers(minilm_dir, tmp_path):
 def test_hf_vision_backbones_match_eager(fixture, request, tmp_path, skimage_photos):
     from transformers import AutoImageProcessor, AutoModel
 
-    from ducho_fast.engine.preprocess import decode_image
+    from ducho_fast.core.image import decode_image
 
     source = request.getfixturevalue(fixture)
     encoder = ducho_fast.load(do_export(source, tmp_path / fixture))
@@ -129,7 +129,7 @@ def test_torchvision_layers_match_ducho_torch_path(tmp_path, skimage_photos):
     from torchvision import transforms
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from ducho_fast.engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, decode_image
+    from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, decode_image
 
     torch.manual_seed(1)
     model = torchvision.models.resnet18(weights=None).eval()
@@ -302,7 +302,7 @@ def test_minilm_int8_keeps_feed_forward_in_fp32_to_pass_its_gate(minilm_dir, tmp
 
 
 def test_unchanged_artifact_is_not_rehashed_but_a_changed_one_is(tiny_st, tmp_path, monkeypatch):
-    from ducho_fast.export import manifest as manifest_module
+    from ducho_fast.artifact import manifest as manifest_module
 
     folder = do_export(tiny_st, tmp_path / "st")
     past = 1_700_000_000

@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from ducho_fast.api_extract import RunOptions, extract_config
-from ducho_fast.engine.preprocess import decode_image
-from ducho_fast.engine.writers import read_failures
-from ducho_fast.errors import ConfigError
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.image import decode_image
+from ducho_fast.engine.state import read_failures
 from ducho_fast.export.validate import row_cosines
 
 from .conftest import shared_set

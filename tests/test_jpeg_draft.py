@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
-from ducho_fast.engine.preprocess import (
+from ducho_fast.core.image import (
     ImagePreprocessSpec,
     decode_image,
     draft_side,

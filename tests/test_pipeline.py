@@ -171,7 +171,7 @@ def test_a_script_without_main_guard_can_extract(tiny_clip, skimage_photos, tmp_
 
 
 def test_reopening_removes_partial_writes_of_a_killed_run(tmp_path):
-    from ducho_fast.engine.writers import ShardStore, Target
+    from ducho_fast.engine.state import ShardStore, Target
 
     target = Target("m/1", compact_dir=tmp_path / "compact", ducho_dir=tmp_path / "ducho")
     store = ShardStore(tmp_path / "state", {"run": 1}, [target])

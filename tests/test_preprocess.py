@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ducho_fast.engine.preprocess import (
+from ducho_fast.core.image import (
     ImagePreprocessSpec,
     center_crop,
     decode_image,

@@ -17,17 +17,20 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
-from ducho_fast.engine.runtime import tensorrt as trt_runtime
-from ducho_fast.engine.runtime.onnxruntime import OrtSession
-from ducho_fast.engine.sessions import RuntimeChoice, open_model
-from ducho_fast.errors import ConfigError, RuntimeUnavailableError
-from ducho_fast.export import tensorrt as trt_export
+from ducho_fast.artifact.manifest import TensorInfo, read_manifest
+from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
 from ducho_fast.export import tensorrt_artifact
-from ducho_fast.export.manifest import TensorInfo, read_manifest
-from ducho_fast.export.tensorrt import (
+from ducho_fast.export.tensorrt_artifact import add_tensorrt_engines
+from ducho_fast.export.validate import row_cosines
+from ducho_fast.resolve import RuntimeChoice, open_model
+from ducho_fast.runtime import tensorrt as trt_runtime
+from ducho_fast.runtime import tensorrt_build as trt_export
+from ducho_fast.runtime.onnxruntime import OrtSession
+from ducho_fast.runtime.tensorrt_build import (
     GpuInfo,
     ProfileSpec,
     ShapeRange,
+    TensorRTSection,
     build_engine,
     cached_engine,
     cast_uint8_inputs,
@@ -36,8 +39,6 @@ from ducho_fast.export.tensorrt import (
     profile_shapes,
     resolve_profile,
 )
-from ducho_fast.export.tensorrt_artifact import TensorRTSection, add_tensorrt_engines
-from ducho_fast.export.validate import row_cosines
 
 GPU = GpuInfo("NVIDIA A10", (8, 6))
 TRT_VERSION = "10.3.0"
@@ -113,7 +114,7 @@ def test_profile_shapes_read_unnamed_dynamic_axes():
     shapes = profile_shapes(inputs, spec)
     assert shapes["pixels"].max == (8, 224, 224, 3)
     assert shapes["attention_mask"] == ShapeRange((2, 1), (4, 16), (8, 32))
-    from ducho_fast.export.tensorrt import axis_range
+    from ducho_fast.runtime.tensorrt_build import axis_range
 
     none_dim = TensorInfo.model_construct(name="x", dtype="float32", shape=[None, 5])
     assert axis_range(none_dim, 0, None, spec) == (2, 4, 8)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import ducho_fast
-from ducho_fast.engine.tokenize import load_tokenizer, transformers_tokenizer
+from ducho_fast.artifact.manifest import read_manifest
+from ducho_fast.core.tokenize import load_tokenizer, transformers_tokenizer
 from ducho_fast.export.api import ExportConfig
-from ducho_fast.export.manifest import read_manifest
 from ducho_fast.models.spec import ModelRef
 
 TEXTS = [

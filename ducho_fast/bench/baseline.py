@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.metrics import StageTimer
-from ..engine.sources import Item
+from ducho_fast.core.metrics import StageTimer
+from ducho_fast.core.records import Item
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def run_images(job: BaselineJob, items: Sequence[Item], timer: StageTimer) -> No
 
 
 def image_model(job: BaselineJob) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable]:
-    from ..models.torchvision_models import torchvision_name
+    from ducho_fast.models.torchvision_models import torchvision_name
 
     if torchvision_name(job.model) is not None:
         return torchvision_model(job)
@@ -107,8 +107,8 @@ def torchvision_model(job: BaselineJob):
         get_graph_node_names,
     )
 
-    from ..models.spec import ModelRef
-    from ..models.torchvision_models import (
+    from ducho_fast.models.spec import ModelRef
+    from ducho_fast.models.torchvision_models import (
         ducho_image_spec,
         seeded_random_model,
         torchvision_name,

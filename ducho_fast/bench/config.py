@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.sessions import EAGER_PRECISIONS, RUNTIMES
-from ..engine.sources import Item, list_images, list_texts
-from ..errors import ConfigError
-from ..export.api import PRECISIONS
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.records import Item
+from ducho_fast.engine.sources import list_images, list_texts
+from ducho_fast.export.api import PRECISIONS
+from ducho_fast.resolve import EAGER_PRECISIONS, RUNTIMES
 
 
 def bench_items(

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.batching import text_batches
-from ..engine.preprocess import decode_image, preprocess_image
-from ..engine.sessions import OpenModel
-from ..engine.sources import Item
-from ..export.validate import row_cosines
-from ..extract import spec_key
+from ducho_fast.core.batching import text_batches
+from ducho_fast.core.image import decode_image, preprocess_image
+from ducho_fast.core.records import Item
+from ducho_fast.export.validate import row_cosines
+from ducho_fast.extract import spec_key
+from ducho_fast.resolve import OpenModel
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.sessions import EAGER_PRECISIONS, OpenModel, RuntimeChoice, open_model
-from ..engine.sources import Item
-from ..errors import DuchoFastError
-from ..export.validate import row_cosines
-from ..models.spec import ModelRef
-from .config import BenchConfig, Variant, bench_items
-from .inference import Prepared, measure_inference, prepare, preprocess_key, run_all
-from .machine import flops_per_item, machine_info, matmul_gflops
+from ducho_fast.bench.config import BenchConfig, Variant, bench_items
+from ducho_fast.bench.inference import Prepared, measure_inference, prepare, preprocess_key, run_all
+from ducho_fast.bench.machine import flops_per_item, machine_info, matmul_gflops
+from ducho_fast.core.errors import DuchoFastError
+from ducho_fast.core.records import Item
+from ducho_fast.export.validate import row_cosines
+from ducho_fast.models.spec import ModelRef
+from ducho_fast.resolve import EAGER_PRECISIONS, OpenModel, RuntimeChoice, open_model
 
 Log = Callable[[str], None]
 
@@ -37,7 +37,7 @@ def unavailable(variant: Variant) -> str | None:
     if not eager and variant.precision == "bf16":
         return "bf16 runs on the torch runtimes (ONNX Runtime's CPU kernels have no bf16 path)"
     if variant.runtime == "tensorrt":
-        from ..export.tensorrt import gpu_info, import_tensorrt
+        from ducho_fast.runtime.tensorrt_build import gpu_info, import_tensorrt
 
         try:
             import_tensorrt()
@@ -285,7 +285,7 @@ def require_extras() -> None:
 
 def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     """Measure every runnable variant of `config`; returns the results (see `report`)."""
-    from .report import write_reports
+    from ducho_fast.bench.report import write_reports
 
     require_extras()
     started = time.time()

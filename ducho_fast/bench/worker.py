@@ -62,7 +62,7 @@ class ChildMemory:
 
 
 def run_ducho_fast(spec: dict) -> dict:
-    from ..api_extract import RunOptions, SingleModelJob, extract_single
+    from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
 
     kind = spec["kind"]
     job = SingleModelJob(
@@ -90,8 +90,8 @@ def run_ducho_fast(spec: dict) -> dict:
 
 
 def run_reference(spec: dict) -> dict:
-    from .baseline import BaselineJob, run_baseline
-    from .config import bench_items
+    from ducho_fast.bench.baseline import BaselineJob, run_baseline
+    from ducho_fast.bench.config import bench_items
 
     job = BaselineJob(
         model=spec["model"],

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .batching import pad_batch
-from .pipeline import TextEncoding
-from .preprocess import ImagePreprocessSpec, preprocess_image
-from .runtime.base import Session
-from .writers import atomic_json
+from ducho_fast.core.batching import pad_batch
+from ducho_fast.core.image import ImagePreprocessSpec, preprocess_image
+from ducho_fast.core.io import atomic_json
+from ducho_fast.engine.pipeline import TextEncoding
+from ducho_fast.runtime.base import Session
 
 CANDIDATES = (8, 16, 32, 64, 128)
 GAIN = 0.05

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ducho_fast.core.errors import ConfigError
 
 FUSIONS = ("concat", "sum", "mul", "mean")
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .batching import text_batches
-from .decode_pool import decoded_batches
-from .metrics import StageTimer
-from .preprocess import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
-from .runtime.base import Session
-from .sources import Item
-from .writers import Failure, ShardStore
+from ducho_fast.core.batching import text_batches
+from ducho_fast.core.image import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
+from ducho_fast.core.metrics import StageTimer
+from ducho_fast.core.pool import decoded_batches
+from ducho_fast.core.records import Failure, Item
+from ducho_fast.engine.state import ShardStore
+from ducho_fast.runtime.base import Session
 
 _DONE = object()
 

@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
-from .ids import UnsafeIdError, check_id, image_id, interaction_id
-from .writers import Failure
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.ids import UnsafeIdError, check_id, image_id, interaction_id
+from ducho_fast.core.records import Failure, Item, Listing
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".jp2"}
 )
-
-
-@dataclass(frozen=True)
-class Item:
-    """One unit of work: an id and its payload (an image path or a text)."""
-
-    item_id: str
-    path: str
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class Listing:
-    items: tuple[Item, ...]
-    failures: tuple[Failure, ...]
 
 
 def keep_valid(candidates: Iterable[Item]) -> Listing:

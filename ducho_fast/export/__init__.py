@@ -13,7 +13,7 @@ from pathlib import Path
 
 class _CallableModule(types.ModuleType):
     def __call__(self, config) -> Path:
-        from .api import export
+        from ducho_fast.export.api import export
 
         return export(config)
 

@@ -16,11 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..engine.runtime.onnxruntime import OrtSession
-from ..errors import ConfigError, ExportValidationError
-from ..models.registry import load_model
-from ..models.spec import LoadedModel, ModelRef, Sample, Tower
-from .manifest import (
+from ducho_fast.artifact.manifest import (
     SCHEMA_VERSION,
     GraphInfo,
     Manifest,
@@ -29,8 +25,9 @@ from .manifest import (
     library_versions,
     write_manifest,
 )
-from .onnx_export import DEFAULT_OPSET, export_tower
-from .quantize import (
+from ducho_fast.core.errors import ConfigError, ExportValidationError
+from ducho_fast.export.onnx_export import DEFAULT_OPSET, export_tower
+from ducho_fast.export.quantize import (
     Int8Candidate,
     Int8Mode,
     attention_only,
@@ -38,13 +35,16 @@ from .quantize import (
     time_session,
     to_fp16,
 )
-from .validate import (
+from ducho_fast.export.validate import (
     CaseResult,
     raise_on_failures,
     summarize,
     validate_tower,
     validation_cases,
 )
+from ducho_fast.models.registry import load_model
+from ducho_fast.models.spec import LoadedModel, ModelRef, Sample, Tower
+from ducho_fast.runtime.onnxruntime import OrtSession
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -83,7 +83,7 @@ class TowerExport:
 def export(config: ExportConfig) -> Path:
     """Export `config.model` to a validated artifact folder and return its path."""
     if config.tensorrt:  # fail before minutes of export work, not after
-        from .tensorrt_artifact import check_tensorrt_available
+        from ducho_fast.export.tensorrt_artifact import check_tensorrt_available
 
         check_tensorrt_available()
     loaded = load_model(config.model)
@@ -96,7 +96,7 @@ def export(config: ExportConfig) -> Path:
         manifest = build_manifest(loaded, config, graphs, tokenizer_dir, staging)
         write_manifest(staging, manifest)
         if config.tensorrt:
-            from .tensorrt_artifact import add_tensorrt_engines
+            from ducho_fast.export.tensorrt_artifact import add_tensorrt_engines
 
             manifest = add_tensorrt_engines(staging, manifest)
         replace_folder(staging, target)
@@ -202,7 +202,7 @@ def split_sample(sample: Sample, every: int = 4) -> tuple[Sample, Sample]:
 
 def calibration_batches(tower: Tower, sample: Sample) -> list[dict[str, np.ndarray]]:
     """Calibration inputs from the user's sample (batches of 8), or none."""
-    from ..engine.preprocess import decode_image, preprocess_image
+    from ducho_fast.core.image import decode_image, preprocess_image
 
     if tower.name == "image" and sample.images:
         assert tower.image is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.spec import Tower
+from ducho_fast.models.spec import Tower
 
 DEFAULT_OPSET = 18
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import ConfigError
+from ducho_fast.core.errors import ConfigError
 
 Int8Mode = Literal[
     "auto", "dynamic-per-tensor", "dynamic-per-channel", "dynamic-attention-only", "static"

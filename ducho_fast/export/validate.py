@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..engine.preprocess import decode_image, preprocess_image
-from ..engine.runtime.base import Session
-from ..errors import ExportValidationError, OutputMismatch
-from ..models.spec import Tower
-from .onnx_export import eager_outputs
+from ducho_fast.core.errors import ExportValidationError, OutputMismatch
+from ducho_fast.core.image import decode_image, preprocess_image
+from ducho_fast.export.onnx_export import eager_outputs
+from ducho_fast.models.spec import Tower
+from ducho_fast.runtime.base import Session
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.preprocess import ImagePreprocessSpec
-from ..errors import ModelLoadError
-from .registry import fingerprint_path, register_family
-from .spec import LoadedModel, ModelRef, TextPreprocessSpec, Tower
-from .towers import ImageTower, TextTower
+from ducho_fast.core.errors import ModelLoadError
+from ducho_fast.core.image import ImagePreprocessSpec
+from ducho_fast.models.registry import fingerprint_path, register_family
+from ducho_fast.models.spec import LoadedModel, ModelRef, TextPreprocessSpec, Tower
+from ducho_fast.models.towers import ImageTower, TextTower
 
 # model_type -> padding rule of its text tower. SigLIP pools the last token and was trained on
 # max-length padding, so its text must be padded to max length; CLIP pools at EOS and masks.

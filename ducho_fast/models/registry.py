@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelLoadError
-from .spec import LoadedModel, ModelRef
+from ducho_fast.core.errors import ModelLoadError
+from ducho_fast.models.spec import LoadedModel, ModelRef
 
 Detector = Callable[[ModelRef, Path | None], bool]
 Loader = Callable[[ModelRef, Path | None], LoadedModel]
@@ -114,4 +114,4 @@ def fingerprint_path(path: Path) -> str:
 
 def _import_families() -> None:
     """Import the modules whose decorators fill the registry (explicit, no star imports)."""
-    from . import hf, torchvision_models  # noqa: F401
+    from ducho_fast.models import hf, torchvision_models  # noqa: F401

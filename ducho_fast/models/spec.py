@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # torch stays unimported on the ONNX Runtime path (start-up time)
     from torch import nn
 
-from ..engine.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
+from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
 
 Task = Literal["auto", "image", "text", "image-text"]
 Padding = Literal["longest", "max_length"]

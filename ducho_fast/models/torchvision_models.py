@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.preprocess import ImagePreprocessSpec
-from ..errors import ModelLoadError
-from .registry import fingerprint_path, register_family
-from .spec import LoadedModel, ModelRef, Tower
-from .towers import ImageTower
+from ducho_fast.core.errors import ModelLoadError
+from ducho_fast.core.image import ImagePreprocessSpec
+from ducho_fast.models.registry import fingerprint_path, register_family
+from ducho_fast.models.spec import LoadedModel, ModelRef, Tower
+from ducho_fast.models.towers import ImageTower
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle")
 

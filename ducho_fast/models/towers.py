@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..engine.preprocess import ImagePreprocessSpec, is_integral_reciprocal
+from ducho_fast.core.image import ImagePreprocessSpec, is_integral_reciprocal
 
 
 class PixelNormalize(nn.Module):

@@ -14,13 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ConfigError, DuchoFastError, RuntimeUnavailableError
-from ..export.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
-from ..models.spec import ModelRef, Sample
-from .pipeline import TextEncoding
-from .preprocess import ImagePreprocessSpec
-from .runtime.base import Session
-from .tokenize import LoadedTokenizer, load_tokenizer, wrap_transformers_tokenizer
+from ducho_fast.artifact.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
+from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
+from ducho_fast.core.image import ImagePreprocessSpec
+from ducho_fast.core.tokenize import LoadedTokenizer, load_tokenizer, wrap_transformers_tokenizer
+from ducho_fast.engine.pipeline import TextEncoding
+from ducho_fast.models.spec import ModelRef, Sample
+from ducho_fast.runtime.base import Session
 
 Runtime = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
 RUNTIMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
@@ -70,8 +70,8 @@ def open_model(
 
 
 def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
-    from ..models.registry import load_model
-    from .runtime.torch import TorchSession
+    from ducho_fast.models.registry import load_model
+    from ducho_fast.runtime.torch import TorchSession
 
     if choice.precision not in EAGER_PRECISIONS:
         raise ConfigError(
@@ -108,7 +108,7 @@ ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
 
 def ort_options(choice: RuntimeChoice, precision: str) -> Any:
     """Execution providers in priority order, with the CPU last for nodes a GPU EP lacks."""
-    from .runtime.onnxruntime import OrtOptions
+    from ducho_fast.runtime.onnxruntime import OrtOptions
 
     if choice.ort_provider not in ORT_PROVIDERS:
         raise ConfigError(f"unknown ort_provider {choice.ort_provider!r}; use {ORT_PROVIDERS}")
@@ -141,8 +141,8 @@ def check_bf16(tower: Any, session: Session) -> None:
     fp32 on the export validation inputs; otherwise say so (keep fp32)."""
     import torch
 
-    from ..export.validate import row_cosines, validation_cases
-    from .runtime.torch import TorchSession
+    from ducho_fast.export.validate import row_cosines, validation_cases
+    from ducho_fast.runtime.torch import TorchSession
 
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise RuntimeUnavailableError("this CPU has no native bf16 instructions; use fp32")
@@ -161,12 +161,12 @@ def check_bf16(tower: Any, session: Session) -> None:
 
 
 def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
-    from .runtime.onnxruntime import OrtSession
+    from ducho_fast.runtime.onnxruntime import OrtSession
 
     manifest = read_manifest(folder)
     graph = manifest.graph(kind)
     if choice.runtime == "tensorrt":
-        from .runtime.tensorrt import TensorRTSession
+        from ducho_fast.runtime.tensorrt import TensorRTSession
 
         session: Session = TensorRTSession.from_artifact(
             folder, manifest, kind, cache_dir=choice.cache_dir / "tensorrt"
@@ -258,7 +258,7 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPL
     folder = artifact_folder(ref, choice)
     if (folder / MANIFEST_NAME).is_file():
         return folder
-    from ..export.api import ExportConfig, export  # imports torch: only when exporting
+    from ducho_fast.export.api import ExportConfig, export  # imports torch: only when exporting
 
     config = ExportConfig(replace(ref, task="auto"), folder, choice.precision, sample=sample)  # type: ignore[arg-type]
     return export(config)

@@ -7,7 +7,6 @@ changed, or an export that never passed validation is refused with the reason.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -16,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..engine.writers import atomic_json
-from ..errors import ArtifactError
+from ducho_fast.core.errors import ArtifactError
+from ducho_fast.core.io import atomic_json, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -72,14 +71,6 @@ class Manifest(Frozen):
         raise ArtifactError(
             f"this artifact has no {name} graph (it has: {[g.name for g in self.graphs]})"
         )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_folder(folder: Path) -> dict[str, str]:

@@ -19,21 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.io import atomic_bytes, atomic_json, npy_bytes
+from ducho_fast.core.records import Failure
 
 STATE_FILE = "run.json"
 FAILURE_COLUMNS = ("id", "path", "stage", "error")
-
-
-@dataclass(frozen=True)
-class Failure:
-    item_id: str
-    path: str
-    stage: str
-    error: str
-
-    def row(self) -> list[str]:
-        return [self.item_id, self.path, self.stage, self.error.replace("\n", " ")]
 
 
 @dataclass(frozen=True)
@@ -44,23 +35,6 @@ class Target:
     compact_dir: Path | None
     ducho_dir: Path | None
     fp16: bool = False
-
-
-def atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def atomic_json(path: Path, data: object) -> None:
-    atomic_bytes(path, json.dumps(data, indent=1).encode())
 
 
 class ShardStore:

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, RuntimeUnavailableError
-from .manifest import GraphInfo, TensorInfo, graph_io, sha256_file
+from ducho_fast.artifact.manifest import GraphInfo, Manifest, TensorInfo, graph_io
+from ducho_fast.core.errors import ArtifactError, ConfigError, RuntimeUnavailableError
+from ducho_fast.core.io import sha256_file
 
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
 # Bump when the way engines are built changes (flags, graph rewrites): old cache entries then
@@ -420,3 +421,68 @@ def build_engine(
     build = serialize if serialize is not None else serialize_engine
     path = cached_engine(cache_dir, key, lambda: build(onnx_path, shapes, precision))
     return BuiltEngine(path, key, precision, profile, shapes, gpu, trt_version)
+
+
+# --- the manifest's tensorrt section ---
+
+TENSORRT_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """One graph's engine as the manifest records it."""
+
+    graph: str
+    file: str
+    precision: str
+    key: str
+    profile: dict[str, int | None]
+    shapes: dict[str, ShapeRange]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "precision": self.precision,
+            "key": self.key,
+            "profile": self.profile,
+            "shapes": {name: shape.to_dict() for name, shape in self.shapes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, graph: str, data: Mapping[str, Any]) -> EngineRecord:
+        shapes = {name: ShapeRange.from_dict(s) for name, s in data["shapes"].items()}
+        return cls(graph, data["file"], data["precision"], data["key"], data["profile"], shapes)
+
+
+@dataclass(frozen=True)
+class TensorRTSection:
+    """The manifest's `tensorrt` entry: who built the engines, and the engines."""
+
+    version: str
+    gpu: GpuInfo
+    engines: dict[str, EngineRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": TENSORRT_SCHEMA,
+            "version": self.version,
+            "gpu": self.gpu.to_dict(),
+            "engines": {name: record.to_dict() for name, record in self.engines.items()},
+        }
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> TensorRTSection | None:
+        data = manifest.tensorrt
+        if not data:
+            return None
+        try:
+            engines = {g: EngineRecord.from_dict(g, e) for g, e in data["engines"].items()}
+            return cls(str(data["version"]), GpuInfo.from_dict(data["gpu"]), engines)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"the manifest's tensorrt section is malformed: {exc!r}") from exc
+
+    def engine_for(self, graph: str, version: str, gpu: GpuInfo) -> EngineRecord | None:
+        """The recorded engine if it was built by this TensorRT for this GPU architecture."""
+        if self.version != version or self.gpu.compute_capability != gpu.compute_capability:
+            return None
+        return self.engines.get(graph)

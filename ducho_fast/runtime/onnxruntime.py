@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import RuntimeUnavailableError
+from ducho_fast.core.errors import RuntimeUnavailableError
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",

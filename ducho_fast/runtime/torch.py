@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ...models.spec import Tower
+from ducho_fast.models.spec import Tower
 
 
 class TorchSession:

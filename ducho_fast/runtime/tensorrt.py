@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ArtifactError, ConfigError, RuntimeUnavailableError
-from ...export.manifest import Manifest
-from ...export.tensorrt import (
+from ducho_fast.artifact.manifest import Manifest
+from ducho_fast.core.errors import ArtifactError, ConfigError, RuntimeUnavailableError
+from ducho_fast.runtime.tensorrt_build import (
     GpuInfo,
     ProfileSpec,
     Serializer,
     ShapeRange,
+    TensorRTSection,
     build_engine,
     default_cache_dir,
     gpu_info,
@@ -29,7 +30,6 @@ from ...export.tensorrt import (
     resolve_profile,
     tensorrt_version,
 )
-from ...export.tensorrt_artifact import TensorRTSection
 
 log = logging.getLogger(__name__)
 
