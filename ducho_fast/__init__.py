@@ -15,11 +15,11 @@ __all__ = ["ExportConfig", "ModelRef", "Sample", "export", "load"]
 from ducho_fast import export
 
 
-def load(artifact_dir, options=None) -> Encoder:
+def load(artifact_dir, choice=None) -> Encoder:
     """Open an exported artifact as an encoder with `encode_images` / `encode_texts`."""
     from ducho_fast.encoder import load as _load
 
-    return _load(artifact_dir, options)
+    return _load(artifact_dir, choice)
 
 
 def __getattr__(name: str):

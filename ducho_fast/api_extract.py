@@ -9,13 +9,13 @@ from pathlib import Path
 
 from ducho_fast.config import load_config
 from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
 from ducho_fast.ducho_plan import build_plan
-from ducho_fast.engine.pipeline import PipelineOptions
 from ducho_fast.engine.sources import list_images, list_texts
 from ducho_fast.extract import ExtractPlan, ModelTask, PassResult, PassTask, extract
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.resolve import DEFAULT_CACHE, RuntimeChoice
+from ducho_fast.runtime.table import RuntimeChoice
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,6 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     choice = RuntimeChoice(
         runtime=options.runtime or job.runtime,  # type: ignore[arg-type]
         precision=options.precision or job.precision,
-        cache_dir=DEFAULT_CACHE,
         ort_provider=options.ort_provider or "cpu",
         threads=options.threads or 0,
     )

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from ducho_fast.api_extract import RunOptions, extract_config
-from ducho_fast.export.validate import synthetic_images
+from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.models.synthetic import save_clip
 
 OUTPUT = Path("demo-output")

@@ -17,12 +17,12 @@ from pathlib import Path
 from ducho_fast.config import DuchoConfig, ModelEntry, SourceBlock, blocks
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
+from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
-from ducho_fast.engine.pipeline import PipelineOptions
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
 from ducho_fast.extract import ExtractPlan, FusionTask, ModelTask, PassTask
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.resolve import DEFAULT_CACHE, RuntimeChoice
+from ducho_fast.runtime.table import RuntimeChoice
 
 FAST_DIR = "ducho-fast"
 
@@ -87,7 +87,7 @@ class DuchoPlanner:
         self.fast = self.dataset / FAST_DIR
 
     def choice(self, entry: ModelEntry) -> RuntimeChoice:
-        cache = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else DEFAULT_CACHE
+        cache = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else None
         return RuntimeChoice(
             runtime=entry.runtime or self.config.runtime,
             precision=entry.precision or self.config.precision,

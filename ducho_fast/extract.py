@@ -10,37 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from ducho_fast.core.errors import ConfigError
-from ducho_fast.core.image import ImagePreprocessSpec, decode_image
 from ducho_fast.core.io import atomic_json
 from ducho_fast.core.metrics import StageTimer
-from ducho_fast.core.records import Failure, Listing
-from ducho_fast.engine.batch_sweep import (
-    SweepCache,
-    choose_batch_size,
-    image_inputs,
-    sweep_key,
-    text_inputs,
-)
+from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.records import Batch, Failure, Listing, Shard
+from ducho_fast.engine.batch_sweep import SweepCache, choose_batch_size, sweep_key
 from ducho_fast.engine.fusion import fuse, join_by_id
-from ducho_fast.engine.pipeline import (
-    ModelJob,
-    PipelineOptions,
-    ReadAhead,
-    Shard,
-    ShardAssembler,
-    image_batches,
-    plan_shards,
-    run_batches,
-    text_batch_stream,
-)
+from ducho_fast.engine.pipeline import ModelJob, ReadAhead, ShardAssembler, plan_shards, run_batches
 from ducho_fast.engine.state import (
     ShardStore,
     Target,
@@ -48,19 +31,18 @@ from ducho_fast.engine.state import (
     write_failures,
     write_per_item,
 )
-from ducho_fast.models.spec import ModelRef, Sample
+from ducho_fast.modalities import Feed, Sample, modality
+from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import (
     NO_SAMPLE,
     OpenModel,
-    RuntimeChoice,
     open_model,
     peek_artifact,
-    peek_image_spec,
+    peek_feed,
     peek_sweep_identity,
     sweep_identity,
 )
-
-Kind = Literal["image", "text"]
+from ducho_fast.runtime.table import RuntimeChoice
 
 
 @dataclass(frozen=True)
@@ -79,7 +61,7 @@ class ModelTask:
 @dataclass(frozen=True)
 class PassTask:
     name: str
-    kind: Kind
+    kind: str  # a modality name (modalities.MODALITIES)
     list_items: Callable[[], Listing]
     models: tuple[ModelTask, ...]
     state_dir: Path
@@ -146,7 +128,7 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
         early = start_decoding_early(task, plan, listing, options, timer)
     try:
         opened = [
-            open_model(m.ref, task.kind, m.choice, f"m{i}", export_sample(m, task.kind, listing))
+            open_model(m.ref, task.kind, m.choice, i, export_sample(m, task.kind, listing))
             for i, m in enumerate(task.models)
         ]
         size, how = task_batch_size(task, opened, listing, timer)
@@ -159,28 +141,15 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
             early.reader.close()
 
 
-def export_sample(
-    model: ModelTask, kind: str, listing: Listing, images: int = 32, texts: int = 64
-) -> Sample:
+def export_sample(model: ModelTask, kind: str, listing: Listing) -> Sample:
     """A spread of the pass's own items, when the model is about to be exported on the fly:
     the export validates on them, and int8 calibrates static quantization on them (and gates
-    it on held-out ones). Images that do not decode are left out (the run records them)."""
-    if model.choice.runtime not in ("onnxruntime", "tensorrt"):
+    it on held-out ones)."""
+    if not model.choice.spec.needs_artifact:
         return NO_SAMPLE
     if peek_artifact(model.ref, model.choice, kind) is not None:
         return NO_SAMPLE
-    items = listing.items
-    if kind == "text":
-        spread = items[:: max(len(items) // texts, 1)]
-        return Sample(texts=tuple(i.text for i in spread if i.text)[:texts])
-    usable = []
-    for item in items[:: max(len(items) // images, 1)][:images]:
-        try:
-            decode_image(item.path)
-        except Exception:  # any file that does not decode is just left out of the sample
-            continue
-        usable.append(Path(item.path))
-    return Sample(images=tuple(usable))
+    return modality(kind).export_sample(listing.items)
 
 
 def remembered_batch_size(task: PassTask) -> int | None:
@@ -191,7 +160,7 @@ def remembered_batch_size(task: PassTask) -> int | None:
         if identity is None:
             return None
         key = sweep_key(identity, task.kind, model.choice.threads)
-        found = SweepCache(model.choice.cache_dir).get(key)
+        found = SweepCache(model.choice.cache).get(key)
         if found is None:
             return None
         sizes.append(found.batch_size)
@@ -208,13 +177,9 @@ def task_batch_size(
     results = []
     with timer.stage("batch_size_sweep"):
         for model, model_open in zip(task.models, opened, strict=True):
-            if model_open.image is not None:
-                make_inputs = image_inputs(model_open.image)
-            else:
-                assert model_open.text is not None
-                make_inputs = text_inputs(model_open.text, [i.text or "" for i in listing.items])
+            make_inputs = model_open.modality.sweep_inputs(model_open.feed, listing.items)
             key = sweep_key(sweep_identity(model_open.fingerprint), task.kind, model.choice.threads)
-            cache = SweepCache(model.choice.cache_dir)
+            cache = SweepCache(model.choice.cache)
             results.append(choose_batch_size(model_open.session, make_inputs, cache, key))
     return min(r.batch_size for r in results), "; ".join(r.describe() for r in results)
 
@@ -223,36 +188,34 @@ def task_batch_size(
 class EarlyDecode:
     """Decoding started before the models opened, and what it assumed about them."""
 
-    specs: dict[str, ImagePreprocessSpec]
+    feeds: dict[str, Feed]
     shards: list[Shard]
     batch_size: int
     reader: ReadAhead
 
-    def serves(
-        self, specs: dict[str, ImagePreprocessSpec], shards: list[Shard], batch_size: int
-    ) -> bool:
-        return (self.specs, self.shards, self.batch_size) == (specs, shards, batch_size)
+    def serves(self, feeds: dict[str, Feed], shards: list[Shard], batch_size: int) -> bool:
+        return (self.feeds, self.shards, self.batch_size) == (feeds, shards, batch_size)
 
 
 def start_decoding_early(
     task: PassTask, plan: ExtractPlan, listing: Listing, options: PipelineOptions, timer
 ) -> EarlyDecode | None:
-    """Decode the first images while the models open, when their preprocessing is already
+    """Decode the first items while the models open, when their preprocessing is already
     known (exported artifacts) and which shards are pending cannot change (no overwrite)."""
-    if task.kind != "image" or not options.pipelined or options.workers == 0:
+    kind = modality(task.kind)
+    if not kind.starts_early or not options.pipelined or options.workers == 0:
         return None
-    specs = [peek_image_spec(m.ref, m.choice) for m in task.models]
-    if any(spec is None for spec in specs):
+    found = [peek_feed(m.ref, m.choice, task.kind, i) for i, m in enumerate(task.models)]
+    if any(feed is None for feed in found):
         return None
     probe = ShardStore(task.state_dir, {}, [])
     if plan.overwrite and probe.has_state():
         return None
-    keyed = {spec_key(spec): spec for spec in specs if spec is not None}
+    feeds = {feed.key: feed for feed in found if feed is not None}
     shards = plan_shards(len(listing.items), options.shard_size, probe)
-    reader = ReadAhead(
-        image_batches(listing.items, keyed, shards, options, timer), options.prefetch_batches, timer
-    )
-    return EarlyDecode(keyed, shards, options.batch_size, reader)
+    batches = kind.batches(listing.items, feeds, shards, options, timer)
+    reader = ReadAhead(batches, options.prefetch_batches, timer)
+    return EarlyDecode(feeds, shards, options.batch_size, reader)
 
 
 def run_opened(
@@ -266,15 +229,14 @@ def run_opened(
     early: EarlyDecode | None,
 ) -> PassResult:
     jobs, targets = [], []
-    for index, (model, model_open) in enumerate(zip(task.models, opened, strict=True)):
+    for model, model_open in zip(task.models, opened, strict=True):
         model_targets = targets_for(model, model_open)
         targets += list(model_targets.values())
-        key = image_key(model_open) if task.kind == "image" else f"m{index}"
         jobs.append(
             ModelJob(
                 model.label,
                 model_open.session,
-                key,
+                model_open.feed.key,
                 {out: t.name for out, t in model_targets.items()},
             )
         )
@@ -287,30 +249,13 @@ def run_opened(
     store = ShardStore(task.state_dir, fingerprint, targets)
     store.open(plan.overwrite)
     shards = plan_shards(len(listing.items), plan.options.shard_size, store)
-    if task.kind == "image":
-        specs = {image_key(o): o.image for o in opened if o.image is not None}
-        if early is not None and early.serves(specs, shards, options.batch_size):
-            batches = early.reader
-        else:
-            batches = image_batches(listing.items, specs, shards, options, timer)
+    feeds = {o.feed.key: o.feed for o in opened}
+    if early is not None and early.serves(feeds, shards, options.batch_size):
+        batches: Iterable[Batch] = early.reader
     else:
-        if len(opened) != 1 or opened[0].text is None:
-            raise ConfigError(f"text pass {task.name} must have exactly one text model")
-        batches = text_batch_stream(
-            listing.items, opened[0].text, shards, options.batch_size, timer
-        )
+        batches = modality(task.kind).batches(listing.items, feeds, shards, options, timer)
     run_all(batches, jobs, store, listing, options, timer, task.name, progress)
     return finish_pass(task, store, listing, targets, timer)
-
-
-def image_key(opened: OpenModel) -> str:
-    assert opened.image is not None
-    return spec_key(opened.image)
-
-
-def spec_key(spec: ImagePreprocessSpec) -> str:
-    text = json.dumps(spec.to_dict(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_all(batches, jobs, store, listing, options, timer, name: str, progress: bool) -> None:

@@ -1,152 +1,88 @@
-"""Open a model for extraction on a chosen runtime, with the preprocessing that belongs to it.
+"""A model name and a runtime choice -> an open session, with the preprocessing that feeds it.
 
-torch / torch-compile run the export wrapper in PyTorch; onnxruntime runs an artifact (given,
-or exported on the fly and cached by fingerprint); tensorrt runs an artifact's engines.
-Preprocessing always comes from the model (eager) or the artifact's manifest (compiled).
+The runtime table says whether a runtime runs the eager tower or an exported artifact; for the
+latter the artifact is the source itself, or an export made on the fly and cached by
+fingerprint. Preprocessing always comes from the model (eager) or the artifact's manifest, and
+the modality table turns it into the model's feed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ducho_fast.artifact.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
 from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
-from ducho_fast.core.image import ImagePreprocessSpec
-from ducho_fast.core.tokenize import LoadedTokenizer, load_tokenizer, wrap_transformers_tokenizer
-from ducho_fast.engine.pipeline import TextEncoding
-from ducho_fast.models.spec import ModelRef, Sample
+from ducho_fast.modalities import Feed, Modality, Sample, modality
+from ducho_fast.models.spec import ModelRef, Tower
 from ducho_fast.runtime.base import Session
+from ducho_fast.runtime.table import ArtifactGraph, EagerTower, RuntimeChoice
 
-Runtime = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
-RUNTIMES = ("torch", "torch-compile", "onnxruntime", "tensorrt")
-EAGER_PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CPUs with native bf16 instructions
 BF16_MIN_COSINE = 0.99
 NO_SAMPLE = Sample()
-DEFAULT_CACHE = Path(os.environ.get("DUCHO_FAST_CACHE", "~/.cache/ducho-fast")).expanduser()
-
-
-@dataclass(frozen=True)
-class RuntimeChoice:
-    runtime: Runtime = "onnxruntime"
-    precision: str = "fp32"
-    threads: int = 0
-    cache_dir: Path = DEFAULT_CACHE
-    ort_provider: str = "cpu"  # onnxruntime only: cpu, cuda or tensorrt (execution providers)
 
 
 @dataclass(frozen=True, eq=False)
 class OpenModel:
-    """A session plus what feeds it: image spec or text encoding, and a fingerprint."""
+    """A session plus what feeds it (the modality and its feed) and a fingerprint."""
 
     session: Session
-    image: ImagePreprocessSpec | None
-    text: TextEncoding | None
+    modality: Modality
+    feed: Feed
     fingerprint: dict[str, Any]
     output_names: tuple[str, ...]
 
 
-def text_encoding(key: str, loaded: LoadedTokenizer, max_length: int, padding: str) -> TextEncoding:
-    pad_to = max_length if padding == "max_length" else None
-    return TextEncoding(key, loaded.tokenize, loaded.pad_id, pad_to)
-
-
 def open_model(
-    ref: ModelRef, kind: str, choice: RuntimeChoice, key: str, sample: Sample = NO_SAMPLE
+    ref: ModelRef, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
 ) -> OpenModel:
-    """`sample`: the user's items, for validating (and calibrating static int8 in) an export
-    made on the fly."""
-    if choice.runtime not in RUNTIMES:
-        raise ConfigError(f"unknown runtime {choice.runtime!r}; use one of {list(RUNTIMES)}")
-    if choice.runtime in ("torch", "torch-compile"):
-        return open_eager(ref, kind, choice, key)
-    if choice.precision == "bf16":
-        raise ConfigError("bf16 runs on the torch runtimes (--runtime torch or torch-compile)")
-    return open_artifact(artifact_for(ref, choice, sample), kind, choice, key)
+    """`kind`: the modality of the tower to open; `index`: the model's place in its pass
+    (models of one pass whose feeds agree share preprocessing). `sample`: the user's items,
+    for validating (and calibrating static int8 in) an export made on the fly."""
+    if not choice.spec.needs_artifact:
+        return open_eager(ref, kind, choice, index)
+    return open_artifact(artifact_for(ref, choice, sample), kind, choice, index)
 
 
-def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
+def eager_tower(tower: Tower) -> EagerTower:
+    return EagerTower(tower.module, modality(tower.name).input_names, tower.output_names)
+
+
+def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, index: int = 0) -> OpenModel:
     from ducho_fast.models.registry import load_model
-    from ducho_fast.runtime.torch import TorchSession
 
-    if choice.precision not in EAGER_PRECISIONS:
-        raise ConfigError(
-            f"runtime {choice.runtime} runs {list(EAGER_PRECISIONS)}; use onnxruntime for "
-            f"{choice.precision}"
-        )
     loaded = load_model(ref)
     tower = loaded.tower(kind)
-    session = TorchSession(
-        tower,
-        compiled=choice.runtime == "torch-compile",
-        threads=choice.threads or None,
-        bf16=choice.precision == "bf16",
-    )
+    session = choice.spec.open(eager_tower(tower), choice)
     if choice.precision == "bf16":
         check_bf16(tower, session)
-    text = None
-    if tower.text is not None:
-        loaded_tokenizer = wrap_transformers_tokenizer(tower.tokenizer, tower.text.max_length)
-        text = text_encoding(key, loaded_tokenizer, tower.text.max_length, tower.text.padding)
     fingerprint = {
         "model": loaded.fingerprint,
         "runtime": choice.runtime,
         "precision": choice.precision,
         "layers": list(tower.output_names),
-        "image_preprocess": tower.image.to_dict() if tower.image else None,
-        "text_preprocess": tower.text.to_dict() if tower.text else None,
+        "modality": kind,
+        "preprocess": tower.preprocess.to_dict() if tower.preprocess is not None else None,
     }
-    return OpenModel(session, tower.image, text, fingerprint, tower.output_names)
+    kind_of = modality(kind)
+    feed = kind_of.eager_feed(tower, kind_of.feed_key(tower.preprocess, index))
+    return OpenModel(session, kind_of, feed, fingerprint, tower.output_names)
 
 
-ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
-
-
-def ort_options(choice: RuntimeChoice, precision: str) -> Any:
-    """Execution providers in priority order, with the CPU last for nodes a GPU EP lacks."""
-    from ducho_fast.runtime.onnxruntime import OrtOptions
-
-    if choice.ort_provider not in ORT_PROVIDERS:
-        raise ConfigError(f"unknown ort_provider {choice.ort_provider!r}; use {ORT_PROVIDERS}")
-    chains = {
-        "cpu": (("cpu", {}),),
-        "cuda": (("cuda", {}), ("cpu", {})),
-        "tensorrt": (
-            (
-                "tensorrt",
-                {
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": str(choice.cache_dir / "ort-tensorrt"),
-                    "trt_fp16_enable": str(precision == "fp16"),
-                },
-            ),
-            ("cuda", {}),
-            ("cpu", {}),
-        ),
-    }
-    chain = chains[choice.ort_provider]
-    return OrtOptions(
-        providers=tuple(name for name, _ in chain),
-        provider_options=tuple(options for _, options in chain),
-        intra_op_threads=choice.threads,
-    )
-
-
-def check_bf16(tower: Any, session: Session) -> None:
+def check_bf16(tower: Tower, session: Session) -> None:
     """bf16 must be native here (else it is slow emulation) and keep cosine >= 0.99 against
     fp32 on the export validation inputs; otherwise say so (keep fp32)."""
     import torch
 
     from ducho_fast.export.validate import row_cosines, validation_cases
-    from ducho_fast.runtime.torch import TorchSession
+    from ducho_fast.runtime.table import open_torch
 
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise RuntimeUnavailableError("this CPU has no native bf16 instructions; use fp32")
-    reference = TorchSession(tower)
+    reference = open_torch(eager_tower(tower), RuntimeChoice("torch", "fp32"))
     cases = validation_cases(tower)
     small = [(c, x) for c, x in cases if c.split(",")[0] in ("batch=1", "batch=3")]
     for case, inputs in small:  # the export's cases at batch 1 and 3: seconds, not minutes
@@ -160,30 +96,28 @@ def check_bf16(tower: Any, session: Session) -> None:
                 )
 
 
-def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, key: str) -> OpenModel:
-    from ducho_fast.runtime.onnxruntime import OrtSession
-
+def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, index: int = 0) -> OpenModel:
     manifest = read_manifest(folder)
     graph = manifest.graph(kind)
-    if choice.runtime == "tensorrt":
-        from ducho_fast.runtime.tensorrt import TensorRTSession
-
-        session: Session = TensorRTSession.from_artifact(
-            folder, manifest, kind, cache_dir=choice.cache_dir / "tensorrt"
-        )
-    else:
-        session = OrtSession(folder / graph.file, ort_options(choice, graph.precision))
-    image = (
-        ImagePreprocessSpec.from_dict(graph.image_preprocess) if graph.image_preprocess else None
-    )
-    text = None
-    if graph.text_preprocess is not None:
-        assert manifest.tokenizer_dir is not None
-        max_length = int(graph.text_preprocess["max_length"])
-        loaded = load_tokenizer(folder / manifest.tokenizer_dir, max_length)
-        text = text_encoding(key, loaded, max_length, graph.text_preprocess["padding"])
+    session = choice.spec.open(ArtifactGraph(folder, manifest, kind), choice)
     fingerprint = artifact_fingerprint(manifest, graph, choice)
-    return OpenModel(session, image, text, fingerprint, tuple(o.name for o in graph.outputs))
+    outputs = tuple(o.name for o in graph.outputs)
+    return OpenModel(
+        session, modality(kind), artifact_feed(folder, manifest, graph, index), fingerprint, outputs
+    )
+
+
+def artifact_feed(folder: Path, manifest: Manifest, graph: GraphInfo, index: int) -> Feed:
+    kind = modality(graph.name)
+    spec = graph_spec(graph)
+    return kind.artifact_feed(folder, manifest.tokenizer_dir, spec, kind.feed_key(spec, index))
+
+
+def graph_spec(graph: GraphInfo) -> Any:
+    """The graph's preprocessing as its modality's spec object."""
+    if graph.preprocess is None:
+        raise ConfigError(f"graph {graph.name} records no preprocessing; export it again")
+    return modality(graph.name).spec_from_dict(graph.preprocess)
 
 
 def artifact_fingerprint(manifest: Manifest, graph: GraphInfo, choice: RuntimeChoice) -> dict:
@@ -195,8 +129,8 @@ def artifact_fingerprint(manifest: Manifest, graph: GraphInfo, choice: RuntimeCh
         "quantization": graph.quantization,
         "graph_sha256": manifest.files[graph.file],
         "layers": [o.name for o in graph.outputs],
-        "image_preprocess": graph.image_preprocess,
-        "text_preprocess": graph.text_preprocess,
+        "modality": graph.name,
+        "preprocess": graph.preprocess,
     }
 
 
@@ -211,7 +145,7 @@ def peek_artifact(
 ) -> tuple[Manifest, GraphInfo] | None:
     """An artifact that exists already (given or cached) and its `kind` graph, read without
     checking hashes or opening a session, so work can start while the model loads; else None."""
-    if choice.runtime not in ("onnxruntime", "tensorrt"):
+    if not choice.spec.needs_artifact:
         return None
     folder = artifact_folder(ref, choice)
     if not (folder / MANIFEST_NAME).is_file():
@@ -223,11 +157,16 @@ def peek_artifact(
         return None  # opening the model reports it properly
 
 
-def peek_image_spec(ref: ModelRef, choice: RuntimeChoice) -> ImagePreprocessSpec | None:
-    found = peek_artifact(ref, choice, "image")
-    if found is None or not found[1].image_preprocess:
+def peek_feed(ref: ModelRef, choice: RuntimeChoice, kind: str, index: int) -> Feed | None:
+    """The feed of an artifact that already exists, without checking hashes or opening a
+    session (opening the model later checks everything)."""
+    found = peek_artifact(ref, choice, kind)
+    if found is None or found[1].preprocess is None:
         return None
-    return ImagePreprocessSpec.from_dict(found[1].image_preprocess)
+    try:
+        return artifact_feed(artifact_folder(ref, choice), *found, index)
+    except DuchoFastError:
+        return None
 
 
 def peek_sweep_identity(ref: ModelRef, choice: RuntimeChoice, kind: str) -> dict | None:
@@ -243,7 +182,7 @@ def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
     """Where the artifact for `ref` is: the source itself, or its place in the export cache."""
     if is_artifact(ref.source):
         return Path(ref.source)
-    return choice.cache_dir / "artifacts" / cache_key(ref, choice.precision)
+    return choice.cache / "artifacts" / cache_key(ref, choice.precision)
 
 
 def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE) -> Path:

@@ -85,10 +85,9 @@ def few_images(tmp_path) -> Path:
 def test_run_without_batch_size_sweeps_once_then_remembers(
     tiny_clip, few_images, tmp_path, monkeypatch
 ):
-    from ducho_fast import api_extract
 
     cache = tmp_path / "cache"
-    monkeypatch.setattr(api_extract, "DEFAULT_CACHE", cache)
+    monkeypatch.setenv("DUCHO_FAST_CACHE", str(cache))
     options = RunOptions(progress=False)
 
     def run(name: str, batch_size: int | None):
@@ -126,8 +125,7 @@ def test_a_size_that_fails_ends_the_sweep_with_the_sizes_that_ran(monkeypatch):
 
 
 def test_text_sweep_batches_look_like_the_runs_length_sorted_ones():
-    from ducho_fast.engine.batch_sweep import text_inputs
-    from ducho_fast.engine.pipeline import TextEncoding
+    from ducho_fast.modalities.text import TextEncoding, text_inputs
 
     lengths = [17, 3, 20, 9, 1, 12, 6, 15, 11, 2, 19, 8, 14, 5, 10, 18, 4, 13, 7, 16]
     texts = [" ".join(["word"] * n) for n in lengths]

@@ -10,7 +10,8 @@ from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
 from ducho_fast.export.validate import row_cosines
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.resolve import RuntimeChoice, open_model
+from ducho_fast.resolve import open_model
+from ducho_fast.runtime.table import RuntimeChoice
 
 native_bf16 = pytest.mark.skipif(
     not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16"
@@ -35,10 +36,9 @@ def test_bf16_without_native_support_is_refused(tiny_clip, monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     choice = RuntimeChoice("torch", "bf16")
     with pytest.raises(RuntimeUnavailableError, match="no native bf16"):
-        open_model(ModelRef(str(tiny_clip), task="image"), "image", choice, key="m0")
+        open_model(ModelRef(str(tiny_clip), task="image"), "image", choice)
 
 
 def test_bf16_is_a_torch_precision(tiny_clip, tmp_path):
-    choice = RuntimeChoice("onnxruntime", "bf16", cache_dir=tmp_path)
-    with pytest.raises(ConfigError, match="torch runtimes"):
-        open_model(ModelRef(str(tiny_clip), task="image"), "image", choice, key="m0")
+    with pytest.raises(ConfigError, match=r"bf16 runs on \['torch', 'torch-compile'\]"):
+        RuntimeChoice("onnxruntime", "bf16", cache_dir=tmp_path)

@@ -16,7 +16,8 @@ from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.core.errors import ArtifactError, ExportValidationError, ModelLoadError
 from ducho_fast.export import api, validate
-from ducho_fast.export.validate import BATCH_SIZES, row_cosines
+from ducho_fast.export.validate import row_cosines
+from ducho_fast.modalities.base import BATCH_SIZES
 
 from .conftest import shared_set
 
@@ -96,7 +97,7 @@ def test_real_minilm_matches_sentence_transformers(minilm_dir, tmp_path):
 
     folder = do_export(minilm_dir, tmp_path / "minilm")
     manifest = read_manifest(folder)
-    assert manifest.graph("text").text_preprocess["max_length"] == 256
+    assert manifest.graph("text").preprocess["max_length"] == 256
     assert {c.split(",")[1] for c in validation_cases(manifest, "text")} == {
         "seq=7",
         "seq=29",
@@ -277,12 +278,14 @@ def test_static_int8_is_gated_on_held_out_images(tmp_path):
     from ducho_fast.export.api import split_sample
 
     images = tuple(tmp_path / f"{i}.jpg" for i in range(9))
-    fitted, held = split_sample(Sample(images=images, texts=("a",)))
+    fitted, held = split_sample(Sample(images=images, texts=("a",)), "image")
     assert set(fitted.images).isdisjoint(held.images)
     assert set(fitted.images) | set(held.images) == set(images)
     assert len(held.images) == 2 and fitted.texts == ("a",)
     one = Sample(images=images[:1])
-    assert split_sample(one) == (one, one)  # nothing to hold out: gate on what there is
+    assert split_sample(one, "image") == (one, one)  # nothing to hold out: gate on what there is
+    texts = Sample(texts=("a", "b", "c", "d", "e"))
+    assert split_sample(texts, "text") == (texts, texts)  # text validates on its own inputs
 
 
 def test_minilm_int8_keeps_feed_forward_in_fp32_to_pass_its_gate(minilm_dir, tmp_path):

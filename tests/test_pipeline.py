@@ -202,9 +202,8 @@ def test_decoding_starts_before_the_model_opens_and_changes_nothing(
         return early
 
     monkeypatch.setattr(extract_module, "start_decoding_early", spy)
-    from ducho_fast import api_extract
 
-    monkeypatch.setattr(api_extract, "DEFAULT_CACHE", tmp_path / "cache")
+    monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
     features = []
     for run in range(2):  # the first run exports; the second finds the artifact cached
         out = tmp_path / f"out{run}"
@@ -224,9 +223,7 @@ def test_int8_export_on_the_fly_is_checked_on_the_runs_own_images(
     spread of the pass's images, leaving out files that do not decode."""
     import json
 
-    from ducho_fast import api_extract
-
-    monkeypatch.setattr(api_extract, "DEFAULT_CACHE", tmp_path / "cache")
+    monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
     images = tmp_path / "images"
     images.mkdir()
     for path in sorted(product_images.iterdir())[:12]:

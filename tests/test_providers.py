@@ -11,10 +11,10 @@ import pytest
 import ducho_fast
 from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
 from ducho_fast.export.api import ExportConfig
-from ducho_fast.export.validate import synthetic_images
+from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.resolve import RuntimeChoice, ort_options
-from ducho_fast.runtime.onnxruntime import OrtOptions, OrtSession
+from ducho_fast.runtime.onnxruntime import OrtOptions, OrtSession, ort_options
+from ducho_fast.runtime.table import RuntimeChoice
 
 needs_cuda = pytest.mark.skipif(
     "CUDAExecutionProvider" not in onnxruntime.get_available_providers(),

@@ -22,10 +22,11 @@ from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
 from ducho_fast.export import tensorrt_artifact
 from ducho_fast.export.tensorrt_artifact import add_tensorrt_engines
 from ducho_fast.export.validate import row_cosines
-from ducho_fast.resolve import RuntimeChoice, open_model
+from ducho_fast.resolve import open_model
 from ducho_fast.runtime import tensorrt as trt_runtime
 from ducho_fast.runtime import tensorrt_build as trt_export
 from ducho_fast.runtime.onnxruntime import OrtSession
+from ducho_fast.runtime.table import RuntimeChoice
 from ducho_fast.runtime.tensorrt_build import (
     GpuInfo,
     ProfileSpec,
@@ -85,7 +86,7 @@ def test_profile_shapes_from_a_real_clip_artifact(clip_artifact):
     assert shapes == {"pixels": ShapeRange((1, 64, 64, 3), (8, 64, 64, 3), (16, 64, 64, 3))}
     text = manifest.graph("text")
     resolved = resolve_profile(spec, text)
-    assert text.text_preprocess["padding"] == "longest"  # tuned for half the max length
+    assert text.preprocess["padding"] == "longest"  # tuned for half the max length
     assert (resolved.opt_seq, resolved.max_seq) == (38, 77)
     shapes = profile_shapes(text.inputs, resolved)
     assert set(shapes) == {"input_ids", "attention_mask"}
@@ -97,7 +98,7 @@ def test_profile_sequence_follows_the_padding_rule():
     def graph(padding: str):
         text = {"max_length": 128, "padding": padding, "truncation": True}
         tensors = [TensorInfo(name="input_ids", dtype="int64", shape=["batch", "sequence"])]
-        return types.SimpleNamespace(text_preprocess=text, inputs=tensors)
+        return types.SimpleNamespace(preprocess=text, inputs=tensors)
 
     longest = resolve_profile(ProfileSpec(), graph("longest"))
     assert (longest.min_seq, longest.opt_seq, longest.max_seq) == (1, 64, 128)
@@ -235,14 +236,14 @@ def test_export_with_tensorrt_but_no_gpu_leaves_no_artifact(
 def test_open_model_on_the_tensorrt_runtime_without_it(clip_artifact, no_tensorrt):
     choice = RuntimeChoice(runtime="tensorrt")
     with pytest.raises(RuntimeUnavailableError, match="TensorRT is not installed"):
-        open_model(ModelRef(str(clip_artifact)), "image", choice, key="m0")
+        open_model(ModelRef(str(clip_artifact)), "image", choice)
 
 
 def test_open_model_on_the_tensorrt_runtime_without_gpu(clip_artifact, monkeypatch, no_cuda):
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
     choice = RuntimeChoice(runtime="tensorrt")
     with pytest.raises(RuntimeUnavailableError, match="needs an NVIDIA GPU"):
-        open_model(ModelRef(str(clip_artifact)), "text", choice, key="m0")
+        open_model(ModelRef(str(clip_artifact)), "text", choice)
 
 
 # --- int8: explicit quantization only -----------------------------------------------------

@@ -39,7 +39,7 @@ def artifacts(tiny_clip, tiny_st, minilm_dir, tmp_path_factory) -> dict[str, Pat
 def test_rust_tokenizer_equals_autotokenizer(artifacts, name):
     folder = artifacts[name]
     manifest = read_manifest(folder)
-    max_length = int(manifest.graph("text").text_preprocess["max_length"])
+    max_length = int(manifest.graph("text").preprocess["max_length"])
     tokenizer_dir = folder / manifest.tokenizer_dir
     assert (tokenizer_dir / "tokenizer.json").is_file()
     fast = load_tokenizer(tokenizer_dir, max_length)

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ducho_fast.core.errors import ArtifactError
 from ducho_fast.core.io import atomic_json, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: one `preprocess` per graph, whatever its modality
 MANIFEST_NAME = "manifest.json"
 # Sizes, mtimes and inodes of files whose hashes were last checked, so reopening an unchanged
 # artifact skips re-hashing hundreds of MB (the quick check make and rsync use).
@@ -44,9 +44,18 @@ class GraphInfo(Frozen):
     quantization: str | None = None
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
-    image_preprocess: dict[str, Any] | None = None
-    text_preprocess: dict[str, Any] | None = None
+    preprocess: dict[str, Any] | None = None  # the modality's spec (see modalities/)
     validation: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_schema_1(cls, data: Any) -> Any:
+        """Schema 1 kept the spec under `image_preprocess` or `text_preprocess`."""
+        if isinstance(data, dict) and ("image_preprocess" in data or "text_preprocess" in data):
+            data = dict(data)
+            legacy = data.pop("image_preprocess", None), data.pop("text_preprocess", None)
+            data.setdefault("preprocess", legacy[0] if legacy[0] is not None else legacy[1])
+        return data
 
 
 class Manifest(Frozen):

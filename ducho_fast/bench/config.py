@@ -8,8 +8,7 @@ from pathlib import Path
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.records import Item
 from ducho_fast.engine.sources import list_images, list_texts
-from ducho_fast.export.api import PRECISIONS
-from ducho_fast.resolve import EAGER_PRECISIONS, RUNTIMES
+from ducho_fast.runtime.table import all_precisions, runtime_names
 
 
 def bench_items(
@@ -69,10 +68,10 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.images is None and self.texts is None:
             raise ConfigError("give --images DIR and/or --texts FILE to benchmark on")
-        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        unknown = [r for r in self.runtimes if r not in runtime_names()]
         if unknown:
-            raise ConfigError(f"unknown runtime(s) {unknown}; use some of {list(RUNTIMES)}")
-        known = sorted({*PRECISIONS, *EAGER_PRECISIONS})
+            raise ConfigError(f"unknown runtime(s) {unknown}; use some of {list(runtime_names())}")
+        known = sorted(all_precisions())
         unknown = [p for p in self.precisions if p not in known]
         if unknown:
             raise ConfigError(f"unknown precision(s) {unknown}; use some of {known}")

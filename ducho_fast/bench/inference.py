@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ducho_fast.core.batching import text_batches
-from ducho_fast.core.image import decode_image, preprocess_image
-from ducho_fast.core.records import Item
+from ducho_fast.core.metrics import StageTimer
+from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.records import Item, Shard
 from ducho_fast.export.validate import row_cosines
-from ducho_fast.extract import spec_key
 from ducho_fast.resolve import OpenModel
 
 
@@ -34,40 +33,25 @@ class Prepared:
 
 
 def preprocess_key(opened: OpenModel) -> str:
-    if opened.image is not None:
-        return spec_key(opened.image)
-    assert opened.text is not None
-    return json.dumps([opened.text.pad_id, opened.text.pad_to])
-
-
-def decoded_pixels(opened: OpenModel, items: Sequence[Item]) -> np.ndarray:
-    """Every readable image as uint8 (N, H, W, 3); unreadable ones are left out here."""
-    assert opened.image is not None
-    arrays = []
-    for item in items:
-        try:
-            arrays.append(preprocess_image(decode_image(item.path), opened.image))
-        except Exception:  # the end-to-end run records these; pure inference only needs pixels
-            continue
-    return np.stack(arrays)
+    """Variants whose inputs are made alike share one prepared copy of the data."""
+    return json.dumps([opened.modality.name, opened.feed.key])
 
 
 def prepare(opened: OpenModel, items: Sequence[Item], batch_size: int) -> Prepared:
-    if opened.image is not None:
-        pixels = decoded_pixels(opened, items)
-        starts = range(0, len(pixels), batch_size)
-        return Prepared(
-            len(pixels),
-            tuple({"pixels": pixels[s : s + batch_size]} for s in starts),
-            tuple(np.arange(s, min(s + batch_size, len(pixels))) for s in starts),
-        )
-    assert opened.text is not None
-    token_ids = opened.text.tokenize([item.text or "" for item in items])
-    batches = list(text_batches(token_ids, opened.text.pad_id, batch_size, opened.text.pad_to))
+    """The modality's own batcher, inline, over every item: the run's exact inputs (items
+    that fail to decode are left out here; the end-to-end run records them)."""
+    options = PipelineOptions(batch_size=batch_size, workers=0, pipelined=False)
+    everything = [Shard(0, tuple(range(len(items))))]
+    feeds = {opened.feed.key: opened.feed}
+    batches = [
+        batch
+        for batch in opened.modality.batches(items, feeds, everything, options, StageTimer())
+        if batch.positions
+    ]
     return Prepared(
-        len(token_ids),
-        tuple(b.inputs for b in batches),
-        tuple(b.positions for b in batches),
+        sum(len(b.positions) for b in batches),
+        tuple(b.inputs[opened.feed.key] for b in batches),
+        tuple(np.asarray(b.positions) for b in batches),
     )
 
 

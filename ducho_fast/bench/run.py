@@ -22,20 +22,17 @@ from ducho_fast.core.errors import DuchoFastError
 from ducho_fast.core.records import Item
 from ducho_fast.export.validate import row_cosines
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.resolve import EAGER_PRECISIONS, OpenModel, RuntimeChoice, open_model
+from ducho_fast.resolve import OpenModel, open_model
+from ducho_fast.runtime.table import RuntimeChoice, runtime_spec
 
 Log = Callable[[str], None]
 
 
 def unavailable(variant: Variant) -> str | None:
     """Why this machine cannot run a variant, or None (opening it may still fail: recorded)."""
-    eager = variant.runtime in ("torch", "torch-compile")
-    if eager and variant.precision not in EAGER_PRECISIONS:
-        return (
-            f"{variant.runtime} runs {'/'.join(EAGER_PRECISIONS)}; int8 and fp16 are ONNX variants"
-        )
-    if not eager and variant.precision == "bf16":
-        return "bf16 runs on the torch runtimes (ONNX Runtime's CPU kernels have no bf16 path)"
+    spec = runtime_spec(variant.runtime)
+    if variant.precision not in spec.precisions:
+        return f"{variant.runtime} runs {'/'.join(spec.precisions)}, not {variant.precision}"
     if variant.runtime == "tensorrt":
         from ducho_fast.runtime.tensorrt_build import gpu_info, import_tensorrt
 
@@ -58,7 +55,7 @@ def open_variants(
             log(f"  opening {variant.name} (exports on first use)")
             choice = RuntimeChoice(variant.runtime, variant.precision, cache_dir=cache)  # type: ignore[arg-type]
             try:
-                opened[variant.name] = open_model(ref, kind, choice, key="m0")
+                opened[variant.name] = open_model(ref, kind, choice)
             except DuchoFastError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
         if reason is not None:
@@ -87,7 +84,7 @@ def pure_inference(
         figures = measure_inference(opened, prepared, ref_outputs, config.repeats)
         first = prepared["reference"].batches[0]
         flops = flops_per_item(
-            reference.session.tower.module,  # type: ignore[attr-defined]
+            reference.session.module,  # type: ignore[attr-defined]
             first,
             reference.session.input_names,
         )
@@ -263,7 +260,6 @@ def bench_kind(
         ModelRef(config.model, task=kind, weights=config.weights),  # type: ignore[arg-type]
         kind,
         RuntimeChoice("torch", "fp32", cache_dir=cache),
-        key="m0",
     )
     result: dict[str, Any] = {"items": len(items), "skipped": skipped}
     log("  pure inference")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,22 @@ class Item:
 class Listing:
     items: tuple[Item, ...]
     failures: tuple[Failure, ...]
+
+
+@dataclass
+class Batch:
+    """Some items of one shard as model input, by feed key; the shard's failures ride along."""
+
+    shard: int
+    positions: list[int]
+    inputs: dict[str, dict[str, np.ndarray]]
+    failures: list[Failure] = field(default_factory=list)
+    last_in_shard: bool = False
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Contiguous items committed together (the unit of resume)."""
+
+    index: int
+    positions: tuple[int, ...]

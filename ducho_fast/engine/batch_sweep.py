@@ -15,17 +15,14 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ducho_fast.core.batching import pad_batch
-from ducho_fast.core.image import ImagePreprocessSpec, preprocess_image
 from ducho_fast.core.io import atomic_json
-from ducho_fast.engine.pipeline import TextEncoding
 from ducho_fast.runtime.base import Session
 
 CANDIDATES = (8, 16, 32, 64, 128)
@@ -82,29 +79,6 @@ def items_per_second(run: Callable, inputs: dict[str, np.ndarray], size: int) ->
         run(inputs)
         seconds.append(time.perf_counter() - start)
     return size / min(seconds)
-
-
-def image_inputs(spec: ImagePreprocessSpec) -> MakeInputs:
-    """Noise photos through the model's own preprocessing (compute does not depend on pixels)."""
-    from PIL import Image
-
-    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    pixels = preprocess_image(Image.fromarray(noise), spec)
-    return lambda size: {"pixels": np.repeat(pixels[None], size, axis=0)}
-
-
-def text_inputs(encoding: TextEncoding, texts: Sequence[str]) -> MakeInputs:
-    """Batches like the run's own: the pass's texts (a spread of up to 256) sorted by length,
-    each batch a window of neighbours around the median length, padded to its longest."""
-    spread = list(texts[:: max(len(texts) // 256, 1)][:256]) or ["a product description"]
-    ids = sorted(encoding.tokenize(spread), key=len)
-
-    def make(size: int) -> dict[str, np.ndarray]:
-        start = max(len(ids) // 2 - size // 2, 0)
-        chosen = [ids[(start + i) % len(ids)] for i in range(size)]
-        return pad_batch(chosen, encoding.pad_id, encoding.pad_to)
-
-    return make
 
 
 def machine_key() -> str:

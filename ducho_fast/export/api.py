@@ -42,8 +42,9 @@ from ducho_fast.export.validate import (
     validate_tower,
     validation_cases,
 )
+from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.registry import load_model
-from ducho_fast.models.spec import LoadedModel, ModelRef, Sample, Tower
+from ducho_fast.models.spec import LoadedModel, ModelRef, Tower
 from ducho_fast.runtime.onnxruntime import OrtSession
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -92,7 +93,7 @@ def export(config: ExportConfig) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         graphs = [export_one(tower, staging, config) for tower in loaded.towers]
-        tokenizer_dir = save_tokenizer(loaded, staging)
+        tokenizer_dir = save_processor(loaded, staging)
         manifest = build_manifest(loaded, config, graphs, tokenizer_dir, staging)
         write_manifest(staging, manifest)
         if config.tensorrt:
@@ -107,7 +108,7 @@ def export(config: ExportConfig) -> Path:
 
 def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
     fp32_path = export_tower(tower, staging / f"{tower.name}.fp32.onnx", config.opset)
-    fp32_results = validate_tower(tower, OrtSession(fp32_path), "fp32", config.sample.images)
+    fp32_results = validate_tower(tower, OrtSession(fp32_path), "fp32", config.sample)
     raise_on_failures(fp32_results, "fp32")
     final = staging / f"{tower.name}.onnx"
     quantization = None
@@ -116,7 +117,7 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
         results = fp32_results
     elif config.precision == "fp16":
         to_fp16(fp32_path, final)
-        results = validate_tower(tower, OrtSession(final), "fp16", config.sample.images)
+        results = validate_tower(tower, OrtSession(final), "fp16", config.sample)
         raise_on_failures(results, "fp16")
         fp32_path.unlink()
     else:
@@ -130,8 +131,7 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
         quantization=quantization,
         inputs=inputs,
         outputs=outputs,
-        image_preprocess=tower.image.to_dict() if tower.image else None,
-        text_preprocess=tower.text.to_dict() if tower.text else None,
+        preprocess=tower.preprocess.to_dict() if tower.preprocess is not None else None,
         validation={
             "fp32": summarize(fp32_results, "fp32"),
             **(
@@ -150,7 +150,7 @@ def pick_int8(
 
     In `auto` mode, when every full variant fails, one more is tried with the feed-forward
     projections kept in fp32 (slower than full int8, faster than fp32)."""
-    calibrate_on, held_out = split_sample(config.sample)
+    calibrate_on, held_out = split_sample(config.sample, tower.name)
     calibration = calibration_batches(tower, calibrate_on)
     candidates = int8_candidates(
         fp32_path, final.parent, config.int8_mode, calibration, config.tensorrt
@@ -161,7 +161,7 @@ def pick_int8(
 
     def gate(candidate: Int8Candidate) -> None:
         session = OrtSession(candidate.path)
-        results = validate_tower(tower, session, "int8", held_out.images)
+        results = validate_tower(tower, session, "int8", held_out)
         try:
             raise_on_failures(results, "int8")
         except ExportValidationError as exc:
@@ -189,50 +189,29 @@ def pick_int8(
     return mode, results
 
 
-def split_sample(sample: Sample, every: int = 4) -> tuple[Sample, Sample]:
+def split_sample(sample: Sample, modality_name: str, every: int = 4) -> tuple[Sample, Sample]:
     """Calibrate static int8 on most of the user's sample and gate it on the rest (every
-    `every`-th item), so the gate never sees the data the quantizer was fitted to."""
-    if len(sample.images) < 2:
+    `every`-th item), so the gate never sees the data the quantizer was fitted to (for
+    modalities that validate on sample items; others calibrate on all of it)."""
+    items = sample.get(modality_name)
+    if len(items) < 2 or not modality(modality_name).holds_out_sample:
         return sample, sample
-    held = tuple(p for i, p in enumerate(sample.images) if i % every == every - 1)
-    held = held or sample.images[-1:]
-    fitted = tuple(p for p in sample.images if p not in held)
-    return Sample(fitted, sample.texts), Sample(held, sample.texts)
+    held = tuple(p for i, p in enumerate(items) if i % every == every - 1) or items[-1:]
+    fitted = tuple(p for p in items if p not in held)
+    return sample.with_items(modality_name, fitted), sample.with_items(modality_name, held)
 
 
 def calibration_batches(tower: Tower, sample: Sample) -> list[dict[str, np.ndarray]]:
-    """Calibration inputs from the user's sample (batches of 8), or none."""
-    from ducho_fast.core.image import decode_image, preprocess_image
-
-    if tower.name == "image" and sample.images:
-        assert tower.image is not None
-        spec = tower.image
-        pixels = np.stack([preprocess_image(decode_image(p), spec) for p in sample.images])
-        return [{"pixels": pixels[i : i + 8]} for i in range(0, len(pixels), 8)]
-    if tower.name == "text" and sample.texts:
-        assert tower.text is not None
-        texts = list(sample.texts)
-        batches = []
-        for i in range(0, len(texts), 8):
-            encoded = tower.tokenizer(
-                texts[i : i + 8],
-                padding=True,
-                truncation=True,
-                max_length=tower.text.max_length,
-                return_tensors="np",
-            )
-            batches.append(
-                {k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
-            )
-        return batches
-    return []
+    """Calibration inputs from the user's sample, or none."""
+    return modality(tower.name).calibration_batches(tower, sample)
 
 
-def save_tokenizer(loaded: LoadedModel, staging: Path) -> str | None:
+def save_processor(loaded: LoadedModel, staging: Path) -> str | None:
+    """The first tower's processor (a CLIP model's towers share one tokenizer folder)."""
     for tower in loaded.towers:
-        if tower.tokenizer is not None:
-            tower.tokenizer.save_pretrained(staging / "tokenizer")
-            return "tokenizer"
+        saved = modality(tower.name).save_processor(tower, staging)
+        if saved is not None:
+            return saved
     return None
 
 
@@ -248,9 +227,7 @@ def build_manifest(
         source=loaded.source,
         family=loaded.family,
         fingerprint=loaded.fingerprint,
-        task="image-text"
-        if len(graphs) > 1
-        else ("image" if graphs[0].name == "image" else "text"),
+        task="-".join(graph.name for graph in graphs),
         precision=config.precision,
         opset=config.opset,
         tokenizer_dir=tokenizer_dir,

@@ -11,8 +11,9 @@ from torch import nn
 
 from ducho_fast.core.errors import ModelLoadError
 from ducho_fast.core.image import ImagePreprocessSpec
+from ducho_fast.modalities.text import TextPreprocessSpec
 from ducho_fast.models.registry import fingerprint_path, register_family
-from ducho_fast.models.spec import LoadedModel, ModelRef, TextPreprocessSpec, Tower
+from ducho_fast.models.spec import LoadedModel, ModelRef, Tower
 from ducho_fast.models.towers import ImageTower, TextTower
 
 # model_type -> padding rule of its text tower. SigLIP pools the last token and was trained on
@@ -98,8 +99,8 @@ def load_sentence_transformer(ref: ModelRef, path: Path | None) -> LoadedModel:
         name="text",
         module=TextTower(model, _sentence_embedding),
         output_names=("sentence_embedding",),
-        text=TextPreprocessSpec(max_length=int(model.max_seq_length), padding="longest"),
-        tokenizer=model.tokenizer,
+        preprocess=TextPreprocessSpec(max_length=int(model.max_seq_length), padding="longest"),
+        processor=model.tokenizer,
     )
     return LoadedModel(ref.source, "sentence_transformers", (tower,), fingerprint_path(path), path)
 
@@ -134,7 +135,9 @@ def load_dual_encoder(ref: ModelRef, path: Path | None) -> LoadedModel:
     if ref.task in ("auto", "image", "image-text"):
         spec = image_spec_from_processor(load_image_processor(path))
         towers.append(
-            Tower("image", ImageTower(spec, model, _image_embeds), ("image_embeds",), image=spec)
+            Tower(
+                "image", ImageTower(spec, model, _image_embeds), ("image_embeds",), preprocess=spec
+            )
         )
     if ref.task in ("auto", "text", "image-text"):
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -146,8 +149,8 @@ def load_dual_encoder(ref: ModelRef, path: Path | None) -> LoadedModel:
                 "text",
                 TextTower(model, compute),
                 ("text_embeds",),
-                text=TextPreprocessSpec(max_length=max_length, padding=padding),  # type: ignore[arg-type]
-                tokenizer=tokenizer,
+                preprocess=TextPreprocessSpec(max_length=max_length, padding=padding),  # type: ignore[arg-type]
+                processor=tokenizer,
             )
         )
     return LoadedModel(ref.source, model_type, tuple(towers), fingerprint_path(path), path)
@@ -195,7 +198,7 @@ def load_hf_vision(ref: ModelRef, path: Path | None) -> LoadedModel:
                 "hidden_states.N"
             )
     spec = image_spec_from_processor(load_image_processor(path))
-    tower = Tower("image", ImageTower(spec, model, HiddenLayers(layers)), layers, image=spec)
+    tower = Tower("image", ImageTower(spec, model, HiddenLayers(layers)), layers, preprocess=spec)
     family = read_config(path).get("model_type", "hf_vision")
     return LoadedModel(ref.source, f"hf_vision:{family}", (tower,), fingerprint_path(path), path)
 
@@ -258,7 +261,9 @@ def load_hf_text(ref: ModelRef, path: Path | None) -> LoadedModel:
         "text",
         TextTower(model, OutputAttributes(layers)),
         layers,
-        text=TextPreprocessSpec(max_length=text_max_length(tokenizer, model), padding="longest"),
-        tokenizer=tokenizer,
+        preprocess=TextPreprocessSpec(
+            max_length=text_max_length(tokenizer, model), padding="longest"
+        ),
+        processor=tokenizer,
     )
     return LoadedModel(ref.source, "hf_text", (tower,), fingerprint_path(path), path)

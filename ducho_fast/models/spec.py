@@ -9,21 +9,9 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # torch stays unimported on the ONNX Runtime path (start-up time)
     from torch import nn
 
-from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
+from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
 
 Task = Literal["auto", "image", "text", "image-text"]
-Padding = Literal["longest", "max_length"]
-
-
-@dataclass(frozen=True)
-class TextPreprocessSpec:
-    """Tokenisation rule; the tokenizer files themselves travel in the artifact folder."""
-
-    max_length: int
-    padding: Padding = "longest"
-
-    def to_dict(self) -> dict:
-        return {"max_length": self.max_length, "padding": self.padding, "truncation": True}
 
 
 @dataclass(frozen=True)
@@ -50,14 +38,17 @@ class ModelRef:
 
 @dataclass(frozen=True, eq=False)
 class Tower:
-    """One exportable graph: `image` (uint8 pixels in) or `text` (token ids in)."""
+    """One exportable graph of one modality (`name`: a key of the modality table).
 
-    name: Literal["image", "text"]
+    `preprocess` is the modality's serialisable spec (an `ImagePreprocessSpec`, a
+    `TextPreprocessSpec`); `processor` what turns raw items into inputs eagerly (a tokenizer).
+    """
+
+    name: str
     module: nn.Module
     output_names: tuple[str, ...]
-    image: ImagePreprocessSpec | None = None
-    text: TextPreprocessSpec | None = None
-    tokenizer: Any = None
+    preprocess: Any = None
+    processor: Any = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,11 +68,3 @@ class LoadedModel:
                 return tower
         known = [t.name for t in self.towers]
         raise KeyError(f"model {self.source} has no {name} tower (it has: {known})")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """User data for validation and int8 calibration: image files and/or texts."""
-
-    images: tuple[Path, ...] = ()
-    texts: tuple[str, ...] = ()

@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ducho_fast.core.errors import RuntimeUnavailableError
+from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
+
+if TYPE_CHECKING:
+    from ducho_fast.runtime.table import RuntimeChoice
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -109,3 +113,34 @@ class OrtSession:
         self._session.run_with_iobinding(binding)
         values = binding.copy_outputs_to_cpu()
         return dict(zip(self.output_names, values, strict=True))
+
+
+ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+
+def ort_options(choice: RuntimeChoice, precision: str) -> OrtOptions:
+    """Execution providers in priority order, with the CPU last for nodes a GPU EP lacks."""
+    if choice.ort_provider not in ORT_PROVIDERS:
+        raise ConfigError(f"unknown ort_provider {choice.ort_provider!r}; use {ORT_PROVIDERS}")
+    chains = {
+        "cpu": (("cpu", {}),),
+        "cuda": (("cuda", {}), ("cpu", {})),
+        "tensorrt": (
+            (
+                "tensorrt",
+                {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(choice.cache / "ort-tensorrt"),
+                    "trt_fp16_enable": str(precision == "fp16"),
+                },
+            ),
+            ("cuda", {}),
+            ("cpu", {}),
+        ),
+    }
+    chain = chains[choice.ort_provider]
+    return OrtOptions(
+        providers=tuple(name for name, _ in chain),
+        provider_options=tuple(options for _, options in chain),
+        intra_op_threads=choice.threads,
+    )

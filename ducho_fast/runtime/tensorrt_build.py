@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ducho_fast.artifact.manifest import GraphInfo, Manifest, TensorInfo, graph_io
+from ducho_fast.core.cache import resolve_cache_dir
 from ducho_fast.core.errors import ArtifactError, ConfigError, RuntimeUnavailableError
 from ducho_fast.core.io import sha256_file
 
@@ -96,18 +97,19 @@ class ShapeRange:
 
 
 def resolve_profile(spec: ProfileSpec, graph: GraphInfo) -> ProfileSpec:
-    """Fill the sequence range from the graph's tokenizer rule (text graphs only).
+    """Fill the sequence range from the graph's tokenizer rule (graphs with a max length).
 
     A graph that always pads to max_length is tuned for exactly that length; one that pads to
     the longest text in a batch is tuned for half of it, a typical batch after length sorting.
     """
-    if graph.text_preprocess is None:
+    rule = graph.preprocess or {}
+    if "max_length" not in rule:
         return spec
-    max_length = int(graph.text_preprocess["max_length"])
+    max_length = int(rule["max_length"])
     max_seq = spec.max_seq if spec.max_seq is not None else max_length
     if spec.opt_seq is not None:
         opt_seq = spec.opt_seq
-    elif graph.text_preprocess.get("padding") == "max_length":
+    elif rule.get("padding") == "max_length":
         opt_seq = max_seq
     else:
         opt_seq = max(spec.min_seq, max_seq // 2)
@@ -237,8 +239,7 @@ def cached_engine(cache_dir: Path, key: str, build: Callable[[], bytes]) -> Path
 
 def default_cache_dir() -> Path:
     """Engines built on demand live beside the exported-artifact cache."""
-    root = Path(os.environ.get("DUCHO_FAST_CACHE", "~/.cache/ducho-fast")).expanduser()
-    return root / "tensorrt"
+    return resolve_cache_dir() / "tensorrt"
 
 
 # Ops from ONNX Runtime's dynamic or QOperator int8 formats: TensorRT has no kernels for them.

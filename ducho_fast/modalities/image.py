@@ -1,0 +1,253 @@
+"""The image modality: files decoded and preprocessed to uint8 pixels in worker processes.
+
+Geometry (decode, EXIF orientation, RGB, resize, crop) runs on the CPU; rescale and mean/std
+live in the graph, so batches travel as compact `uint8 (N, H, W, 3)` arrays named `pixels`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ducho_fast.core.image import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
+from ducho_fast.core.metrics import StageTimer
+from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.pool import decoded_batches
+from ducho_fast.core.records import Batch, Failure, Item, Shard
+from ducho_fast.modalities.base import BATCH_SIZES, Feed, Inputs, MakeInputs, Sample
+
+SAMPLE_IMAGES = 32
+
+
+class ItemTimeoutError(TimeoutError):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt a stuck decode (SIGALRM); only possible in a process's main thread."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ItemTimeoutError(f"timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class ImageDataset:
+    """Map-style dataset for the decode workers: decode once, preprocess per distinct spec."""
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        specs: Mapping[str, ImagePreprocessSpec],
+        timeout_s: float,
+        jpeg_draft: bool = False,
+    ):
+        self.items = list(items)
+        self.specs = dict(specs)
+        self.timeout_s = timeout_s
+        self.draft_side = draft_side(self.specs.values()) if jpeg_draft and specs else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> tuple[int, dict | None, Failure | None, dict]:
+        item = self.items[position]
+        timings: dict[str, float] = {}
+        stage = "decode"
+        try:
+            with time_limit(self.timeout_s):
+                start = time.perf_counter()
+                image = decode_image(item.path, self.draft_side)
+                timings["read_decode"] = time.perf_counter() - start
+                stage = "preprocess"
+                start = time.perf_counter()
+                pixels = {key: preprocess_image(image, s) for key, s in self.specs.items()}
+                timings["preprocess"] = time.perf_counter() - start
+        except Exception as exc:  # every bad file is recorded, none stops the run
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return position, None, Failure(item.item_id, item.path, stage, message), timings
+        return position, pixels, None, timings
+
+
+def collate_images(samples: list) -> tuple[list[int], dict, list[Failure], dict[str, float]]:
+    positions, failures, per_key, timings = [], [], {}, {"read_decode": 0.0, "preprocess": 0.0}
+    for position, pixels, failure, sample_timings in samples:
+        for stage, seconds in sample_timings.items():
+            timings[stage] += seconds
+        if failure is not None:
+            failures.append(failure)
+            continue
+        positions.append(position)
+        for key, array in pixels.items():
+            per_key.setdefault(key, []).append(array)
+    inputs = {key: {"pixels": np.stack(arrays)} for key, arrays in per_key.items()}
+    return positions, inputs, failures, timings
+
+
+def image_batches(
+    items: Sequence[Item],
+    specs: Mapping[str, ImagePreprocessSpec],
+    shards: Sequence[Shard],
+    options: PipelineOptions,
+    timer: StageTimer,
+) -> Iterator[Batch]:
+    """Batches of uint8 pixels, decoded by worker processes (or inline), in order."""
+    plan = []
+    for shard in shards:
+        chunks = [
+            list(shard.positions[i : i + options.batch_size])
+            for i in range(0, len(shard.positions), options.batch_size)
+        ]
+        plan += [(shard.index, chunk, n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
+    if not plan:
+        return
+    workers = options.workers if options.pipelined else 0
+    loader = decoded_batches(
+        ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft),
+        [chunk for _, chunk, _ in plan],
+        collate_images,
+        workers,
+        read_ahead=max(workers, 1) * options.prefetch_batches,
+    )
+    for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
+        for stage, seconds in timings.items():
+            timer.add(stage, seconds / max(workers, 1))
+        yield Batch(shard, positions, inputs, failures, last)
+
+
+def synthetic_images(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Deterministic photo-like uint8 images: smooth colour fields plus fine noise."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    images = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+        noise = rng.normal(0, 12, (height, width, 3))
+        images.append(np.clip(smooth + noise, 0, 255).astype(np.uint8))
+    return np.stack(images)
+
+
+def real_images(paths: Sequence[Path], spec: ImagePreprocessSpec, count: int) -> np.ndarray:
+    pixels = [preprocess_image(decode_image(p), spec) for p in paths]
+    return np.stack([pixels[i % len(pixels)] for i in range(count)])
+
+
+def image_inputs(spec: ImagePreprocessSpec) -> MakeInputs:
+    """Noise photos through the model's own preprocessing (compute does not depend on pixels)."""
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    pixels = preprocess_image(Image.fromarray(noise), spec)
+    return lambda size: {"pixels": np.repeat(pixels[None], size, axis=0)}
+
+
+def spec_key(spec: ImagePreprocessSpec) -> str:
+    text = json.dumps(spec.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ImageModality:
+    name = "image"
+    input_names = ("pixels",)
+    starts_early = True
+    holds_out_sample = True
+
+    def input_axes(self) -> dict[str, dict[int, str]]:
+        return {"pixels": {0: "batch"}}
+
+    def spec_from_dict(self, data: Mapping[str, Any]) -> ImagePreprocessSpec:
+        return ImagePreprocessSpec.from_dict(dict(data))
+
+    def example_inputs(self, tower: Any) -> Inputs:
+        rng = np.random.default_rng(0)
+        height, width = tower.preprocess.input_size
+        return {"pixels": rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)}
+
+    def validation_cases(self, tower: Any, sample: Sample) -> list[tuple[str, Inputs]]:
+        """Every batch size, on the user's images when given (else photo-like noise)."""
+        spec: ImagePreprocessSpec = tower.preprocess
+        images = sample.images
+        cases = []
+        for batch in BATCH_SIZES:
+            pixels = (
+                real_images(images, spec, batch)
+                if images
+                else synthetic_images(batch, spec.input_size, seed=batch)
+            )
+            source = ",sample images" if images else ""
+            cases.append((f"batch={batch}{source}", {"pixels": pixels}))
+        return cases
+
+    def calibration_batches(self, tower: Any, sample: Sample) -> list[Inputs]:
+        if not sample.images:
+            return []
+        spec = tower.preprocess
+        pixels = np.stack([preprocess_image(decode_image(p), spec) for p in sample.images])
+        return [{"pixels": pixels[i : i + 8]} for i in range(0, len(pixels), 8)]
+
+    def save_processor(self, tower: Any, folder: Path) -> str | None:
+        return None  # the preprocessing spec in the manifest is all an image graph needs
+
+    def eager_feed(self, tower: Any, key: str) -> Feed:
+        return Feed(key, tower.preprocess)
+
+    def artifact_feed(self, folder: Path, processor_dir: str | None, spec: Any, key: str) -> Feed:
+        return Feed(key, spec)
+
+    def feed_key(self, spec: Any, index: int) -> str:
+        return spec_key(spec)
+
+    def export_sample(self, items: Sequence[Item]) -> Sample:
+        """An even spread of the pass's images; files that do not decode are left out (the
+        run records them)."""
+        usable = []
+        for item in items[:: max(len(items) // SAMPLE_IMAGES, 1)][:SAMPLE_IMAGES]:
+            try:
+                decode_image(item.path)
+            except Exception:  # any file that does not decode is just left out of the sample
+                continue
+            usable.append(Path(item.path))
+        return Sample(images=tuple(usable))
+
+    def sweep_inputs(self, feed: Feed, items: Sequence[Item]) -> MakeInputs:
+        return image_inputs(feed.prepare)
+
+    def batches(
+        self,
+        items: Sequence[Item],
+        feeds: Mapping[str, Feed],
+        shards: Sequence[Shard],
+        options: PipelineOptions,
+        timer: StageTimer,
+    ) -> Iterator[Batch]:
+        specs = {key: feed.prepare for key, feed in feeds.items()}
+        return image_batches(items, specs, shards, options, timer)
+
+    def encode_batches(
+        self, feed: Feed, payloads: Sequence[Any], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, Inputs]]:
+        for start in range(0, len(payloads), batch_size):
+            chunk = payloads[start : start + batch_size]
+            pixels = np.stack(
+                [preprocess_image(decode_image(item), feed.prepare) for item in chunk]
+            )
+            yield np.arange(start, start + len(chunk)), {"pixels": pixels}
