@@ -22,8 +22,8 @@ import torch
 
 import ducho_fast
 from ducho_fast.artifact.manifest import read_manifest
-from ducho_fast.export.api import ExportConfig
-from ducho_fast.export.onnx_export import eager_outputs
+from ducho_fast.exporter.api import ExportConfig
+from ducho_fast.exporter.onnx_export import eager_outputs
 from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.modalities.text import synthetic_texts
 from ducho_fast.models.registry import load_model

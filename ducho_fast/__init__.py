@@ -1,34 +1,72 @@
-"""ducho-fast: fast, validated multimodal feature extraction (Ducho-compatible)."""
+"""ducho-fast: fast, validated multimodal feature extraction (Ducho-compatible).
+
+Three plain functions, each importing what it needs only when called:
+`export(ExportConfig)` -> artifact folder, `extract(config path | SingleModelJob, RunOptions)`
+-> pass results, `load(artifact folder)` -> Encoder.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ducho_fast.api import RunOptions, SingleModelJob
     from ducho_fast.encoder import Encoder
-    from ducho_fast.export.api import ExportConfig
+    from ducho_fast.exporter.api import ExportConfig
+    from ducho_fast.runner import PassResult
 
-__all__ = ["ExportConfig", "ModelRef", "Sample", "export", "load"]
+__all__ = [
+    "ExportConfig",
+    "ModelRef",
+    "RunOptions",
+    "RuntimeChoice",
+    "Sample",
+    "SingleModelJob",
+    "export",
+    "extract",
+    "load",
+]
 
-from ducho_fast import export
+
+def export(config: ExportConfig) -> Path:
+    """Export a model to a validated artifact folder and return its path."""
+    from ducho_fast.api import export as export_artifact
+
+    return export_artifact(config)
+
+
+def extract(source: Any, options: RunOptions | None = None, overrides=()) -> list[PassResult]:
+    """Run a Ducho YAML config (path) or a `SingleModelJob`; see `ducho_fast.api.extract`."""
+    from ducho_fast.api import RunOptions
+    from ducho_fast.api import extract as run
+
+    return run(source, options or RunOptions(), overrides)
 
 
 def load(artifact_dir, choice=None) -> Encoder:
     """Open an exported artifact as an encoder with `encode_images` / `encode_texts`."""
-    from ducho_fast.encoder import load as _load
+    from ducho_fast.api import load as open_encoder
 
-    return _load(artifact_dir, choice)
+    return open_encoder(artifact_dir, choice)
 
 
-def __getattr__(name: str):
-    if name in ("ExportConfig", "Sample"):
-        from ducho_fast.export import api
+_LAZY = {
+    "ExportConfig": "ducho_fast.exporter.api",
+    "ModelRef": "ducho_fast.models.spec",
+    "Sample": "ducho_fast.modalities.base",
+    "RuntimeChoice": "ducho_fast.runtime.table",
+    "RunOptions": "ducho_fast.api",
+    "SingleModelJob": "ducho_fast.api",
+}
 
-        return getattr(api, name)
-    if name == "ModelRef":
-        from ducho_fast.models.spec import ModelRef
 
-        return ModelRef
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(name)

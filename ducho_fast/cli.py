@@ -115,8 +115,8 @@ def export_command(
     trust_pickle,
 ) -> None:
     """Export MODEL (hub id, local folder, torchvision name or pickle) to a validated artifact."""
-    from ducho_fast.export.api import ExportConfig, Sample, export
-    from ducho_fast.export.onnx_export import DEFAULT_OPSET
+    from ducho_fast.exporter.api import ExportConfig, Sample, export
+    from ducho_fast.exporter.onnx_export import DEFAULT_OPSET
     from ducho_fast.models.spec import ModelRef
 
     config = ExportConfig(
@@ -245,7 +245,7 @@ def extract_command(
     no_progress,
 ) -> None:
     """Extract features: from a Ducho config, or for one model over images or texts."""
-    from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_config, extract_single
+    from ducho_fast.api import RunOptions, SingleModelJob, extract_config, extract_single
 
     options = RunOptions(
         runtime=runtime,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,10 +23,31 @@ from pydantic import (
 )
 
 from ducho_fast.core.errors import ConfigError
+from ducho_fast.engine.sinks import sinks_for
+from ducho_fast.runtime.table import all_precisions, runtime_names
 
-RuntimeName = Literal["torch", "torch-compile", "onnxruntime", "tensorrt"]
-PrecisionName = Literal["fp32", "fp16", "int8", "bf16"]
-OutputFormat = Literal["ducho", "compact", "both"]
+
+def known_runtime(name: str | None) -> str | None:
+    """A runtime of the runtime table (the CLI, the bench and this file read the same table)."""
+    if name is not None and name not in runtime_names():
+        raise ValueError(f"unknown runtime {name!r}; use one of {list(runtime_names())}")
+    return name
+
+
+def known_precision(name: str | None) -> str | None:
+    if name is not None and name not in all_precisions():
+        raise ValueError(f"unknown precision {name!r}; use one of {list(all_precisions())}")
+    return name
+
+
+def known_output_format(name: str) -> str:
+    sinks_for(name)  # raises with the known formats
+    return name
+
+
+RuntimeName = Annotated[str, AfterValidator(known_runtime)]
+PrecisionName = Annotated[str, AfterValidator(known_precision)]
+OutputFormat = Annotated[str, AfterValidator(known_output_format)]
 MODALITIES = ("visual", "textual", "audio", "visual_textual")
 SOURCES = ("items", "interactions")
 
@@ -248,6 +270,14 @@ def parse_config(data: dict[str, Any]) -> DuchoConfig:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
     check_semantics(config)
     return config
+
+
+def revalidate(config: DuchoConfig, updates: dict[str, Any]) -> DuchoConfig:
+    """`config` with some top-level keys replaced, validated as if the file said so."""
+    if not updates:
+        return config
+    data = config.model_dump(by_alias=True, exclude_unset=True)
+    return parse_config({**data, **updates})
 
 
 def load_config(path: Path, overrides: Sequence[str] = ()) -> DuchoConfig:

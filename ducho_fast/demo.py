@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from ducho_fast.api_extract import RunOptions, extract_config
+from ducho_fast.api import RunOptions, extract_config
 from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.models.synthetic import save_clip
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from ducho_fast.config import DuchoConfig, ModelEntry, SourceBlock, blocks
+from ducho_fast.core.clear_text import clear_text
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Listing
+from ducho_fast.core.records import Item, Listing
+from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
-from ducho_fast.extract import ExtractPlan, FusionTask, ModelTask, PassTask
 from ducho_fast.models.spec import ModelRef
+from ducho_fast.plan import ExtractPlan, FusionInput, FusionTask, ModelTask, PassTask
 from ducho_fast.runtime.table import RuntimeChoice
 
 FAST_DIR = "ducho-fast"
@@ -99,16 +102,16 @@ class DuchoPlanner:
     def model_task(self, entry: ModelEntry, kind: str, out_root: Path, where: str) -> ModelTask:
         modality = where.split("/", 1)[0]
         folder = model_folder(entry.model_name, modality)
-        fmt = self.config.output_format
+        trees = {"ducho": out_root, "fast": self.fast / where}
         return ModelTask(
             ref=model_ref(entry, kind, modality),
             label=folder,
             choice=self.choice(entry),
             layer_dirs=layer_dirs(entry),
-            ducho_root=out_root / entry.backend / folder if fmt in ("ducho", "both") else None,
-            compact_root=self.fast / where / entry.backend / folder
-            if fmt in ("compact", "both")
-            else None,
+            roots={
+                sink: trees[get_sink(sink).layout] / entry.backend / folder
+                for sink in sinks_for(self.config.output_format)
+            },
             fp16_storage=self.config.fp16_storage,
         )
 
@@ -188,53 +191,47 @@ class DuchoPlanner:
         return [image_pass, *text_passes], fusions
 
     def fusions(self, block: SourceBlock, image_pass: PassTask, text_passes) -> list[FusionTask]:
+        """Each model's image and text outputs fused by id, per method, into Ducho's
+        `<visual_out>_<textual_out>_<method>/<backend>/<model>/<layer>` (and the fast tree)."""
         assert isinstance(block.output_path, dict)
         tasks = []
         for entry, image_model, text_pass in zip(
             block.model, image_pass.models, text_passes, strict=True
         ):
             text_model = text_pass.models[0]
+            layer = entry.layers[0] if len(entry.layers) == 1 else ""
+            image = FusionInput(
+                image_pass.state_dir, f"{image_model.label}/{layer or 'image_embeds'}"
+            )
+            text = FusionInput(text_pass.state_dir, f"{text_model.label}/{layer or 'text_embeds'}")
             for method in entry.fusions:
-                if image_model.compact_root is None or text_model.compact_root is None:
-                    raise ConfigError("fusion needs output_format compact or both")
-                layer = entry.layers[0] if len(entry.layers) == 1 else ""
-                image_dir = image_model.compact_root / (layer or "image_embeds")
-                text_dir = text_model.compact_root / (layer or "text_embeds")
                 fused = f"{block.output_path['visual']}_{block.output_path['textual']}_{method}"
-                tasks.append(
-                    FusionTask(
-                        a=image_dir,
-                        b=text_dir,
-                        method=method,
-                        ducho_dir=self.dataset
-                        / fused
-                        / entry.backend
-                        / image_model.label
-                        / (layer or "fused"),
-                        compact_dir=self.fast
-                        / fused
-                        / entry.backend
-                        / image_model.label
-                        / (layer or "fused"),
-                        normalize=self.config.normalize_before_fusion,
-                    )
-                )
+                trees = {"ducho": self.dataset / fused, "fast": self.fast / fused}
+                tail = Path(entry.backend, image_model.label, layer or "fused")
+                folders = {
+                    sink: trees[get_sink(sink).layout] / tail
+                    for sink in sinks_for(self.config.output_format)
+                }
+                normalize = self.config.normalize_before_fusion
+                tasks.append(FusionTask(image, text, method, folders, normalize))
         return tasks
 
 
-def clean_listing(list_items: Callable[[], Listing], clear: bool) -> Callable[[], Listing]:
-    if not clear:
-        return list_items
+@dataclass(frozen=True)
+class CleanedListing:
+    """A listing with Ducho's `clear_text` applied to every text (picklable, unlike a
+    closure, so a plan can travel to another process)."""
 
-    def cleaned() -> Listing:
-        from ducho_fast.core.clear_text import clear_text
-        from ducho_fast.core.records import Item
+    list_items: Callable[[], Listing]
 
-        listing = list_items()
+    def __call__(self) -> Listing:
+        listing = self.list_items()
         items = tuple(Item(i.item_id, i.path, clear_text(i.text or "")) for i in listing.items)
         return Listing(items, listing.failures)
 
-    return cleaned
+
+def clean_listing(list_items: Callable[[], Listing], clear: bool) -> Callable[[], Listing]:
+    return CleanedListing(list_items) if clear else list_items
 
 
 def build_plan(config: DuchoConfig, config_dir: Path, progress_workers: int | None = None):

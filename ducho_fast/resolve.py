@@ -77,7 +77,7 @@ def check_bf16(tower: Tower, session: Session) -> None:
     fp32 on the export validation inputs; otherwise say so (keep fp32)."""
     import torch
 
-    from ducho_fast.export.validate import row_cosines, validation_cases
+    from ducho_fast.exporter.validate import row_cosines, validation_cases
     from ducho_fast.runtime.table import open_torch
 
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -197,7 +197,7 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPL
     folder = artifact_folder(ref, choice)
     if (folder / MANIFEST_NAME).is_file():
         return folder
-    from ducho_fast.export.api import ExportConfig, export  # imports torch: only when exporting
+    from ducho_fast.exporter.api import ExportConfig, export  # imports torch: only when exporting
 
     config = ExportConfig(replace(ref, task="auto"), folder, choice.precision, sample=sample)  # type: ignore[arg-type]
     return export(config)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.config import ModelEntry
 from ducho_fast.engine import batch_sweep
 from ducho_fast.engine.batch_sweep import SweepCache, SweepResult, sweep

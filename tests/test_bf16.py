@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import open_model
 from ducho_fast.runtime.table import RuntimeChoice
@@ -23,8 +23,9 @@ def test_bf16_extraction_stays_close_to_fp32(tiny_clip, five_photos, tmp_path):
     features = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
-        job = SingleModelJob(str(tiny_clip), out, images=five_photos, runtime="torch")
-        extract_single(job, RunOptions(progress=False, precision=precision, workers=0))
+        job = SingleModelJob(str(tiny_clip), out, images=five_photos)
+        options = RunOptions(runtime="torch", precision=precision, progress=False, workers=0)
+        extract_single(job, options)
         folder = next(out.rglob("features.npy")).parent
         features[precision] = np.load(folder / "features.npy")
         assert '"precision": "' + precision in (folder / "manifest.json").read_text()

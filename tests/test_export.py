@@ -15,8 +15,8 @@ import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.core.errors import ArtifactError, ExportValidationError, ModelLoadError
-from ducho_fast.export import api, validate
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter import api, validate
+from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.modalities.base import BATCH_SIZES
 
 from .conftest import shared_set
@@ -275,7 +275,7 @@ def test_unvalidated_manifest_is_refused(tiny_st, tmp_path):
 
 
 def test_static_int8_is_gated_on_held_out_images(tmp_path):
-    from ducho_fast.export.api import split_sample
+    from ducho_fast.exporter.api import split_sample
 
     images = tuple(tmp_path / f"{i}.jpg" for i in range(9))
     fitted, held = split_sample(Sample(images=images, texts=("a",)), "image")

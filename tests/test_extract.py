@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from ducho_fast.api_extract import RunOptions, extract_config
+from ducho_fast.api import RunOptions, extract_config
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.image import decode_image
 from ducho_fast.engine.state import read_failures
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter.validate import row_cosines
 
 from .conftest import shared_set
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.image import (
     ImagePreprocessSpec,
     decode_image,
     draft_side,
     preprocess_image,
 )
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter.validate import row_cosines
 
 from .conftest import shared_set
 
@@ -62,8 +62,9 @@ def test_extraction_with_draft_decoding_stays_close(large_photos, tiny_clip, tmp
     features = {}
     for draft in (False, True):
         out = tmp_path / f"out-{draft}"
-        job = SingleModelJob(str(tiny_clip), out, images=images, runtime="torch")
-        extract_single(job, RunOptions(progress=False, jpeg_draft=draft, workers=0))
+        job = SingleModelJob(str(tiny_clip), out, images=images)
+        options = RunOptions(runtime="torch", progress=False, jpeg_draft=draft, workers=0)
+        extract_single(job, options)
         folder = next(out.rglob("features.npy")).parent
         ids = (folder / "ids.txt").read_text().splitlines()
         features[draft] = (ids, np.load(folder / "features.npy"))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.cli import main
 
 from .conftest import shared_set
@@ -157,10 +157,10 @@ def test_a_script_without_main_guard_can_extract(tiny_clip, skimage_photos, tmp_
     script = tmp_path / "user_script.py"
     script.write_text(
         "from pathlib import Path\n"
-        "from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single\n"
+        "from ducho_fast.api import RunOptions, SingleModelJob, extract_single\n"
         f"job = SingleModelJob({str(tiny_clip)!r}, Path({str(tmp_path / 'out')!r}), "
-        f"images=Path({str(images)!r}), runtime='torch')\n"
-        "(result,) = extract_single(job, RunOptions(progress=False, workers=2))\n"
+        f"images=Path({str(images)!r}))\n"
+        "(result,) = extract_single(job, RunOptions(runtime='torch', progress=False, workers=2))\n"
         "print('succeeded', result.succeeded)\n"
     )
     done = subprocess.run(
@@ -171,23 +171,29 @@ def test_a_script_without_main_guard_can_extract(tiny_clip, skimage_photos, tmp_
 
 
 def test_reopening_removes_partial_writes_of_a_killed_run(tmp_path):
-    from ducho_fast.engine.state import ShardStore, Target
+    from ducho_fast.engine.sinks import LayerOutput
+    from ducho_fast.engine.state import ShardStore, features_dir
 
-    target = Target("m/1", compact_dir=tmp_path / "compact", ducho_dir=tmp_path / "ducho")
-    store = ShardStore(tmp_path / "state", {"run": 1}, [target])
+    ducho = tmp_path / "ducho"
+    output = LayerOutput("m/1", {"compact": tmp_path / "compact", "ducho": ducho})
+    store = ShardStore(tmp_path / "state", {"run": 1}, [output])
     store.open(overwrite=False)
-    target.ducho_dir.mkdir(parents=True)
-    (target.ducho_dir / "a.npy").write_bytes(b"kept")
-    (target.ducho_dir / ".b.npy.tmp-4242").write_bytes(b"half")
-    ShardStore(tmp_path / "state", {"run": 1}, [target]).open(overwrite=False)
-    assert sorted(p.name for p in target.ducho_dir.iterdir()) == ["a.npy"]
+    ducho.mkdir(parents=True)
+    (ducho / "a.npy").write_bytes(b"kept")
+    (ducho / ".b.npy.tmp-4242").write_bytes(b"half")
+    kept_features = features_dir(tmp_path / "state", "m/1")
+    kept_features.mkdir(parents=True)
+    (kept_features / ".shard-00000.npy.tmp-4242").write_bytes(b"half")
+    ShardStore(tmp_path / "state", {"run": 1}, [output]).open(overwrite=False)
+    assert sorted(p.name for p in ducho.iterdir()) == ["a.npy"]
+    assert list(kept_features.iterdir()) == []
 
 
 def test_decoding_starts_before_the_model_opens_and_changes_nothing(
     tiny_clip, skimage_photos, tmp_path, monkeypatch
 ):
-    from ducho_fast import extract as extract_module
-    from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+    from ducho_fast import runner as extract_module
+    from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 
     images = tmp_path / "images"
     images.mkdir()

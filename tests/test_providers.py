@@ -10,7 +10,7 @@ import pytest
 
 import ducho_fast
 from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
-from ducho_fast.export.api import ExportConfig
+from ducho_fast.exporter.api import ExportConfig
 from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.runtime.onnxruntime import OrtOptions, OrtSession, ort_options

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.cli import main
 from ducho_fast.engine.sources import IMAGE_SUFFIXES
 from ducho_fast.engine.state import read_failures
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter.validate import row_cosines
 
 from .conftest import shared_set
 

@@ -19,9 +19,9 @@ import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import TensorInfo, read_manifest
 from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
-from ducho_fast.export import tensorrt_artifact
-from ducho_fast.export.tensorrt_artifact import add_tensorrt_engines
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter import tensorrt_artifact
+from ducho_fast.exporter.tensorrt_artifact import add_tensorrt_engines
+from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.resolve import open_model
 from ducho_fast.runtime import tensorrt as trt_runtime
 from ducho_fast.runtime import tensorrt_build as trt_export
@@ -304,7 +304,7 @@ def test_static_int8_takes_the_form_its_target_runs(tiny_clip, tmp_path):
     the reason; the TensorRT form is signed and symmetric, which it accepts."""
     from PIL import Image
 
-    from ducho_fast.export.quantize import int8_candidates, quantize_static
+    from ducho_fast.exporter.quantize import int8_candidates, quantize_static
 
     rng = np.random.default_rng(0)
     images = []

@@ -9,7 +9,7 @@ import pytest
 import ducho_fast
 from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.core.tokenize import load_tokenizer, transformers_tokenizer
-from ducho_fast.export.api import ExportConfig
+from ducho_fast.exporter.api import ExportConfig
 from ducho_fast.models.spec import ModelRef
 
 TEXTS = [

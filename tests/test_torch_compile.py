@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
+from ducho_fast.exporter.validate import row_cosines
 
 
 def test_compiled_extraction_equals_eager(tiny_clip, five_photos, tmp_path):
@@ -14,8 +14,8 @@ def test_compiled_extraction_equals_eager(tiny_clip, five_photos, tmp_path):
     features = {}
     for runtime in ("torch", "torch-compile"):
         out = tmp_path / runtime
-        job = SingleModelJob(str(tiny_clip), out, images=five_photos, runtime=runtime, batch_size=2)
-        extract_single(job, RunOptions(progress=False, workers=0))
+        job = SingleModelJob(str(tiny_clip), out, images=five_photos, batch_size=2)
+        extract_single(job, RunOptions(runtime=runtime, progress=False, workers=0))
         folder = next(out.rglob("features.npy")).parent
         features[runtime] = np.load(folder / "features.npy")
         assert f'"runtime": "{runtime}"' in (folder / "manifest.json").read_text()

@@ -19,7 +19,7 @@ import numpy as np
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item, Shard
-from ducho_fast.export.validate import row_cosines
+from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.resolve import OpenModel
 
 

@@ -62,7 +62,7 @@ class ChildMemory:
 
 
 def run_ducho_fast(spec: dict) -> dict:
-    from ducho_fast.api_extract import RunOptions, SingleModelJob, extract_single
+    from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 
     kind = spec["kind"]
     job = SingleModelJob(

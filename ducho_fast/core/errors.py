@@ -14,6 +14,11 @@ class ConfigError(DuchoFastError):
     """A configuration, option or model reference is invalid; nothing has run."""
 
 
+class ExtractionError(DuchoFastError):
+    """A run ended without the features it was asked for (nothing extracted, or failures
+    under --strict); what did run is written and failures.tsv says why."""
+
+
 class ModelLoadError(DuchoFastError):
     """A model reference could not be resolved or loaded."""
 

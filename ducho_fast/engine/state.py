@@ -1,20 +1,21 @@
-"""Atomic, resumable output: committed shards, Ducho's per-item files, compact arrays.
+"""Atomic, resumable pass state: committed shards, their features, and the sinks' files.
 
-A run's items are split into shards. For each shard, every output file is written to a
-temporary name and renamed; the shard's marker (`shard-NNNNN.json`) is written last. A shard
-with a marker whose fingerprint matches is never redone; one without is redone whole, so an
-interrupted run (even SIGKILL) resumes with nothing missing or duplicated.
+A run's items are split into shards. For each shard, the engine's own copy of its features
+(float32, in the state folder) and every sink's files are written to temporary names and
+renamed; the shard's marker (`shard-NNNNN.json`) is written last. A shard with a marker whose
+fingerprint matches is never redone; one without is redone whole, so an interrupted run (even
+SIGKILL) resumes with nothing missing or duplicated. Fusion and the end-of-pass sinks read the
+engine's copy, never another sink's files.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
-import os
 import shutil
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,28 +23,24 @@ import numpy as np
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.io import atomic_bytes, atomic_json, npy_bytes
 from ducho_fast.core.records import Failure
+from ducho_fast.engine.sinks import LayerOutput, get_sink
 
 STATE_FILE = "run.json"
 FAILURE_COLUMNS = ("id", "path", "stage", "error")
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where one (model, layer) output goes: compact folder and/or Ducho's per-item folder."""
-
-    name: str
-    compact_dir: Path | None
-    ducho_dir: Path | None
-    fp16: bool = False
+def features_dir(state_dir: Path, output: str) -> Path:
+    """Where the engine keeps one output's committed shards (named by a hash: any label)."""
+    return state_dir / "features" / hashlib.sha256(output.encode()).hexdigest()[:16]
 
 
 class ShardStore:
     """The committed state of one extraction pass (one source through one or more models)."""
 
-    def __init__(self, state_dir: Path, fingerprint: dict, targets: Sequence[Target]):
+    def __init__(self, state_dir: Path, fingerprint: dict, outputs: Sequence[LayerOutput]):
         self.state_dir = state_dir
         self.fingerprint = fingerprint
-        self.targets = {target.name: target for target in targets}
+        self.outputs = {output.name: output for output in outputs}
 
     def open(self, overwrite: bool) -> None:
         """Refuse output from a different configuration unless `overwrite` (then wipe it)."""
@@ -67,7 +64,9 @@ class ShardStore:
 
     def remove_partial_writes(self) -> None:
         """Temporary files a killed run left behind (written, never renamed into place)."""
-        for folder in {self.state_dir, *map(Path, self.output_dirs())}:
+        folders = {self.state_dir, *map(Path, self.output_dirs())}
+        folders |= {features_dir(self.state_dir, name) for name in self.outputs}
+        for folder in folders:
             if folder.is_dir():
                 for stale in folder.glob(".*.tmp*"):
                     stale.unlink(missing_ok=True)
@@ -77,10 +76,7 @@ class ShardStore:
 
     def output_dirs(self) -> list[str]:
         return [
-            str(folder)
-            for target in self.targets.values()
-            for folder in (target.compact_dir, target.ducho_dir)
-            if folder is not None
+            str(folder) for output in self.outputs.values() for folder in output.folders.values()
         ]
 
     def wipe(self, previous_outputs: Sequence[str]) -> None:
@@ -103,62 +99,39 @@ class ShardStore:
         features: Mapping[str, np.ndarray],
         failures: Sequence[Failure],
     ) -> None:
-        """Write one shard's outputs, then its marker (the commit point)."""
+        """Write one shard's features and sink files, then its marker (the commit point)."""
         for name, array in features.items():
-            target = self.targets[name]
-            stored = array.astype(np.float16 if target.fp16 else np.float32)
-            if target.compact_dir is not None:
-                atomic_bytes(
-                    target.compact_dir / "shards" / f"shard-{shard:05d}.npy", npy_bytes(stored)
-                )
-            if target.ducho_dir is not None:
-                write_per_item(target.ducho_dir, ids, array.astype(np.float32))
+            output = self.outputs[name]
+            rows = array.astype(np.float32)
+            shard_file = features_dir(self.state_dir, name) / f"shard-{shard:05d}.npy"
+            atomic_bytes(shard_file, npy_bytes(rows))
+            for sink_name, folder in output.folders.items():
+                get_sink(sink_name).write_shard(folder, ids, rows)
         atomic_json(
             self.marker(shard),
-            {
-                "shard": shard,
-                "ids": list(ids),
-                "failures": [f.__dict__ for f in failures],
-            },
+            {"shard": shard, "ids": list(ids), "failures": [f.__dict__ for f in failures]},
         )
 
     def committed(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.state_dir.glob("shard-*.json"))]
 
+    def read_features(self, output: str, shards: Sequence[dict]) -> Iterator[np.ndarray]:
+        """The committed features of `output`, shard by shard in order (memory-mapped)."""
+        folder = features_dir(self.state_dir, output)
+        for shard in shards:
+            if shard["ids"]:
+                yield np.load(folder / f"shard-{shard['shard']:05d}.npy", mmap_mode="r")
 
-def write_per_item(folder: Path, ids: Sequence[str], array: np.ndarray) -> None:
-    """Ducho's layout: one float32 (1, D) `.npy` per item."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for row, item_id in enumerate(ids):
-        atomic_bytes(folder / f"{item_id}.npy", npy_bytes(array[row : row + 1]))
 
-
-def finalize_compact(target: Target, shards: Sequence[dict], manifest: dict) -> Path | None:
-    """Concatenate committed shards into features.npy (N, D) + ids.txt + manifest.json."""
-    if target.compact_dir is None:
-        return None
-    folder = target.compact_dir
-    parts = [folder / "shards" / f"shard-{s['shard']:05d}.npy" for s in shards if s["ids"]]
-    arrays = [np.load(p, mmap_mode="r") for p in parts]
-    count = sum(a.shape[0] for a in arrays)
-    dim = arrays[0].shape[1] if arrays else 0
-    dtype = np.float16 if target.fp16 else np.float32
-    tmp = folder / ".features.npy.tmp"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, dim))
-    offset = 0
-    for array in arrays:
-        out[offset : offset + array.shape[0]] = array
-        offset += array.shape[0]
-    out.flush()
-    del out
-    os.replace(tmp, folder / "features.npy")
-    ids = [item_id for s in shards for item_id in s["ids"]]
-    atomic_bytes(folder / "ids.txt", ("\n".join(ids) + ("\n" if ids else "")).encode())
-    atomic_json(
-        folder / "manifest.json",
-        {**manifest, "count": count, "dim": dim, "dtype": np.dtype(dtype).name},
-    )
-    return folder
+def committed_output(state_dir: Path, output: str) -> tuple[list[str], np.ndarray]:
+    """Ids and float32 features of one output of a finished pass, in commit order."""
+    store = ShardStore(state_dir, {}, [])
+    shards = store.committed()
+    ids = [item_id for shard in shards for item_id in shard["ids"]]
+    arrays = list(store.read_features(output, shards))
+    if not arrays:
+        return ids, np.empty((0, 0), dtype=np.float32)
+    return ids, np.concatenate(arrays).astype(np.float32)
 
 
 def write_failures(path: Path, failures: Sequence[Failure]) -> None:

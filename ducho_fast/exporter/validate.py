@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ducho_fast.core.errors import ExportValidationError, OutputMismatch
-from ducho_fast.export.onnx_export import eager_outputs
+from ducho_fast.exporter.onnx_export import eager_outputs
 from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.spec import Tower
 from ducho_fast.runtime.base import Session

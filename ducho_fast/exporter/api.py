@@ -26,8 +26,8 @@ from ducho_fast.artifact.manifest import (
     write_manifest,
 )
 from ducho_fast.core.errors import ConfigError, ExportValidationError
-from ducho_fast.export.onnx_export import DEFAULT_OPSET, export_tower
-from ducho_fast.export.quantize import (
+from ducho_fast.exporter.onnx_export import DEFAULT_OPSET, export_tower
+from ducho_fast.exporter.quantize import (
     Int8Candidate,
     Int8Mode,
     attention_only,
@@ -35,7 +35,7 @@ from ducho_fast.export.quantize import (
     time_session,
     to_fp16,
 )
-from ducho_fast.export.validate import (
+from ducho_fast.exporter.validate import (
     CaseResult,
     raise_on_failures,
     summarize,
@@ -84,7 +84,7 @@ class TowerExport:
 def export(config: ExportConfig) -> Path:
     """Export `config.model` to a validated artifact folder and return its path."""
     if config.tensorrt:  # fail before minutes of export work, not after
-        from ducho_fast.export.tensorrt_artifact import check_tensorrt_available
+        from ducho_fast.exporter.tensorrt_artifact import check_tensorrt_available
 
         check_tensorrt_available()
     loaded = load_model(config.model)
@@ -97,7 +97,7 @@ def export(config: ExportConfig) -> Path:
         manifest = build_manifest(loaded, config, graphs, tokenizer_dir, staging)
         write_manifest(staging, manifest)
         if config.tensorrt:
-            from ducho_fast.export.tensorrt_artifact import add_tensorrt_engines
+            from ducho_fast.exporter.tensorrt_artifact import add_tensorrt_engines
 
             manifest = add_tensorrt_engines(staging, manifest)
         replace_folder(staging, target)

@@ -1,0 +1,26 @@
+"""The sink table: each output format is one module (see `base.Sink`)."""
+
+from ducho_fast.engine.sinks.base import (
+    SINKS,
+    LayerOutput,
+    Sink,
+    format_names,
+    get_sink,
+    register_sink,
+    sinks_for,
+)
+from ducho_fast.engine.sinks.compact import CompactSink
+from ducho_fast.engine.sinks.ducho import DuchoSink
+
+register_sink(DuchoSink())
+register_sink(CompactSink())
+
+__all__ = [
+    "SINKS",
+    "LayerOutput",
+    "Sink",
+    "format_names",
+    "get_sink",
+    "register_sink",
+    "sinks_for",
+]

@@ -1,0 +1,91 @@
+"""The Sink seam: where a (model, layer) output is written, in which layout.
+
+The engine keeps each committed shard's features itself (float32, in the pass's state), so
+resume, fusion and every sink read the same values. A sink only writes its own files: per
+shard as shards commit (in the writer thread, overlapped with inference) and once at the end.
+A new output format is one module with a `Sink` plus one `register_sink` call in `__init__`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from ducho_fast.core.errors import ConfigError
+
+# Which tree a sink writes into: Ducho's (`<dataset>/<output_path>/<backend>/<model>/<layer>`)
+# or ducho-fast's own (`<dataset>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>`).
+Layout = Literal["ducho", "fast"]
+ReadShards = Callable[[], Iterator[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class LayerOutput:
+    """One (model, layer) output: its name in the run, and each sink's folder for it."""
+
+    name: str
+    folders: Mapping[str, Path] = field(default_factory=dict)  # sink name -> folder
+    fp16: bool = False  # compact storage as float16 (--fp16-storage)
+
+
+class Sink(Protocol):
+    name: str
+    layout: Layout
+
+    def write_shard(self, folder: Path, ids: Sequence[str], features: np.ndarray) -> None:
+        """Write one committed shard's rows (float32), before the shard's marker."""
+        ...
+
+    def finalize(
+        self,
+        folder: Path,
+        ids: Sequence[str],
+        read_shards: ReadShards,
+        manifest: dict,
+        fp16: bool,
+    ) -> None:
+        """After the pass: `ids` of every committed row in order, `read_shards()` their
+        features shard by shard (float32), `manifest` the run's record for this output."""
+        ...
+
+
+SINKS: dict[str, Sink] = {}
+ALL_FORMATS = {"both": ("ducho", "compact")}  # Ducho's layout plus the compact arrays
+
+
+def register_sink(sink: Sink) -> Sink:
+    if sink.name in SINKS:
+        raise ValueError(f"sink {sink.name!r} is registered twice")
+    SINKS[sink.name] = sink
+    return sink
+
+
+def get_sink(name: str) -> Sink:
+    from ducho_fast.engine import sinks  # noqa: F401  (registers the built-in sinks)
+
+    try:
+        return SINKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown output format {name!r}; use {format_names()}") from None
+
+
+def format_names() -> list[str]:
+    from ducho_fast.engine import sinks  # noqa: F401
+
+    return [*SINKS, *ALL_FORMATS]
+
+
+def sinks_for(output_format: str) -> tuple[str, ...]:
+    """`output_format` as sink names: one name, several joined by commas, or `both`."""
+    names = ALL_FORMATS.get(output_format) or tuple(
+        part.strip() for part in output_format.split(",") if part.strip()
+    )
+    for name in names:
+        get_sink(name)
+    if not names:
+        raise ConfigError(f"output_format is empty; use {format_names()}")
+    return tuple(names)

@@ -1,0 +1,41 @@
+"""The compact layout: `features.npy` (N, D), `ids.txt` and `manifest.json` per output."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ducho_fast.core.io import atomic_bytes, atomic_json
+from ducho_fast.engine.sinks.base import ReadShards
+
+
+class CompactSink:
+    name = "compact"
+    layout = "fast"
+
+    def write_shard(self, folder: Path, ids: Sequence[str], features: np.ndarray) -> None:
+        """Nothing per shard: the engine keeps the shards; `finalize` concatenates them."""
+
+    def finalize(
+        self, folder: Path, ids: Sequence[str], read_shards: ReadShards, manifest: dict, fp16: bool
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = list(read_shards())
+        count = sum(a.shape[0] for a in arrays)
+        dim = arrays[0].shape[1] if arrays else 0
+        dtype = np.float16 if fp16 else np.float32
+        tmp = folder / ".features.npy.tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, dim))
+        offset = 0
+        for array in arrays:
+            out[offset : offset + array.shape[0]] = array.astype(dtype)
+            offset += array.shape[0]
+        out.flush()
+        del out
+        os.replace(tmp, folder / "features.npy")
+        atomic_bytes(folder / "ids.txt", ("\n".join(ids) + ("\n" if ids else "")).encode())
+        record = {**manifest, "count": count, "dim": dim, "dtype": np.dtype(dtype).name}
+        atomic_json(folder / "manifest.json", record)

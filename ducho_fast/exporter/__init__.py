@@ -1,0 +1,1 @@
+"""torch -> ONNX (-> TensorRT) export with validation against eager (`ducho_fast.export`)."""

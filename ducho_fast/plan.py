@@ -1,0 +1,76 @@
+"""What a run does, as frozen, picklable data: passes of models over sources, then fusions.
+
+Built by `ducho_plan` (a Ducho YAML) or `api` (one model, no config), run by `runner`. A pass
+is one source through one or more models of one modality (images decode once for every model
+of the pass); each model's outputs go to the folders of the run's sinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.records import Listing
+from ducho_fast.engine.sinks import LayerOutput
+from ducho_fast.models.spec import ModelRef
+from ducho_fast.runtime.table import RuntimeChoice
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One model of a pass and where each of its outputs goes."""
+
+    ref: ModelRef
+    label: str
+    choice: RuntimeChoice
+    layer_dirs: Mapping[str, str]  # graph output name (or "*") -> layer folder name
+    roots: Mapping[str, Path]  # sink name -> <root>/<backend>/<model folder>
+    fp16_storage: bool = False
+
+    def output(self, graph_output: str) -> LayerOutput:
+        """Where `graph_output` goes: `<root>/<layer>` for each sink."""
+        layer = self.layer_dirs.get(graph_output) or self.layer_dirs.get("*") or graph_output
+        folders = {sink: root / layer for sink, root in self.roots.items()}
+        return LayerOutput(f"{self.label}/{layer}", folders, self.fp16_storage)
+
+
+@dataclass(frozen=True)
+class PassTask:
+    name: str
+    kind: str  # a modality name (modalities.MODALITIES)
+    list_items: Callable[[], Listing]  # picklable: a module-level function or a partial of one
+    models: tuple[ModelTask, ...]
+    state_dir: Path
+    failures_path: Path
+    batch_size: int | None = None  # None: chosen by a timed sweep (engine/batch_sweep.py)
+
+
+@dataclass(frozen=True)
+class FusionInput:
+    """One output of an earlier pass, read from that pass's committed state."""
+
+    state_dir: Path
+    output: str  # LayerOutput.name, e.g. "clip/image_embeds"
+
+
+@dataclass(frozen=True)
+class FusionTask:
+    """Fuse outputs `a` and `b` by id; the result goes to each sink's folder."""
+
+    a: FusionInput
+    b: FusionInput
+    method: str
+    folders: Mapping[str, Path]  # sink name -> folder
+    normalize: bool = False
+
+
+@dataclass(frozen=True)
+class ExtractPlan:
+    passes: tuple[PassTask, ...]
+    fusions: tuple[FusionTask, ...] = ()
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+    overwrite: bool = False
+    strict: bool = False
+    executor: str = "local"  # engine/executors: where each pass's batches run
