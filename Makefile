@@ -23,6 +23,8 @@ demo: install
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_tracked_files.py
 
 test: lint
 	$(BIN)/python -m pytest -q

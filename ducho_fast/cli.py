@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from ducho_fast.core.errors import DuchoFastError
+from ducho_fast.engine.sinks import format_names
+from ducho_fast.runtime.table import EXPORT_PRECISIONS, all_precisions, runtime_names
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -68,7 +70,7 @@ def main() -> None:
     help="Named layer to output (repeatable), e.g. avgpool, classifier.3.",
 )
 @click.option(
-    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True
+    "--precision", type=click.Choice(EXPORT_PRECISIONS), default="fp32", show_default=True
 )
 @click.option(
     "--int8-mode",
@@ -181,14 +183,18 @@ def print_summary(results) -> None:
     type=click.IntRange(min=1),
     help="Items per inference batch (default: picked by a short timed sweep, then remembered).",
 )
-@click.option("--runtime", type=click.Choice(["torch", "torch-compile", "onnxruntime", "tensorrt"]))
+@click.option("--runtime", type=click.Choice(runtime_names()))
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    type=click.Choice(all_precisions()),
     help="bf16: torch runtimes on CPUs with native bf16 (AVX-512 BF16 / AMX).",
 )
 @click.option("--workers", type=int, help="Decode worker processes (0: decode inline).")
-@click.option("--output-format", type=click.Choice(["ducho", "compact", "both"]))
+@click.option(
+    "--output-format",
+    type=click.Choice(format_names()),
+    help="Which sinks write the output (both: ducho and compact).",
+)
 @click.option("--shard-size", type=int)
 @click.option("--item-timeout", type=float, help="Seconds before a stuck decode is recorded.")
 @click.option(

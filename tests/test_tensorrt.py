@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import TensorInfo, read_manifest
-from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
+from ducho_fast.core.errors import ConfigError, InputError, RuntimeUnavailableError
 from ducho_fast.exporter import tensorrt_artifact
 from ducho_fast.exporter.tensorrt_artifact import add_tensorrt_engines
 from ducho_fast.exporter.validate import row_cosines
@@ -456,11 +456,11 @@ def test_runtime_uses_the_artifact_engine_or_builds_one_for_this_gpu(
 def test_input_shapes_are_checked_against_the_profile():
     allowed = ShapeRange((1, 1), (32, 77), (64, 77))
     trt_runtime.check_input_shape("input_ids", (100, 77), allowed)  # big batch: run sliced
-    with pytest.raises(ConfigError, match=r"'input_ids' has shape \(2, 78\).*\(1\.\.64, 1\.\.77\)"):
+    with pytest.raises(InputError, match=r"'input_ids' has shape \(2, 78\).*\(1\.\.64, 1\.\.77\)"):
         trt_runtime.check_input_shape("input_ids", (2, 78), allowed)
-    with pytest.raises(ConfigError, match="has shape"):
+    with pytest.raises(InputError, match="has shape"):
         trt_runtime.check_input_shape("input_ids", (2,), allowed)
-    with pytest.raises(ConfigError, match="has shape"):
+    with pytest.raises(InputError, match="has shape"):
         trt_runtime.check_input_shape("input_ids", (0, 5), allowed)
     assert trt_runtime.batch_slices(130, 64) == [slice(0, 64), slice(64, 128), slice(128, 130)]
 
@@ -472,9 +472,9 @@ def test_dtypes_map_and_cast_only_within_their_kind():
         trt_runtime.numpy_dtype("BF16")
     ids = np.array([[1, 2]], dtype=np.int64)
     assert trt_runtime.coerce_dtype("ids", ids, np.dtype(np.int32)).dtype == np.int32
-    with pytest.raises(ConfigError, match="do not fit"):
+    with pytest.raises(InputError, match="do not fit"):
         trt_runtime.coerce_dtype("ids", ids * 2**40, np.dtype(np.int32))
-    with pytest.raises(ConfigError, match="float32, but the TensorRT engine takes uint8"):
+    with pytest.raises(InputError, match="float32, but the TensorRT engine takes uint8"):
         trt_runtime.coerce_dtype("pixels", np.zeros(2, np.float32), np.dtype(np.uint8))
 
 

@@ -19,6 +19,11 @@ class ExtractionError(DuchoFastError):
     under --strict); what did run is written and failures.tsv says why."""
 
 
+class InputError(DuchoFastError):
+    """Inputs handed to a session do not fit it (shape, type or range): a bug upstream of
+    the session, reported with the input's name and what the session accepts."""
+
+
 class ModelLoadError(DuchoFastError):
     """A model reference could not be resolved or loaded."""
 

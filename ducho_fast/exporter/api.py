@@ -46,9 +46,10 @@ from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.registry import load_model
 from ducho_fast.models.spec import LoadedModel, ModelRef, Tower
 from ducho_fast.runtime.onnxruntime import OrtSession
+from ducho_fast.runtime.table import EXPORT_PRECISIONS
 
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = EXPORT_PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,11 @@ from typing import Any
 import numpy as np
 
 from ducho_fast.artifact.manifest import Manifest
-from ducho_fast.core.errors import ArtifactError, ConfigError, RuntimeUnavailableError
+from ducho_fast.core.errors import (
+    ArtifactError,
+    InputError,
+    RuntimeUnavailableError,
+)
 from ducho_fast.runtime.tensorrt_build import (
     GpuInfo,
     ProfileSpec,
@@ -63,11 +67,11 @@ def coerce_dtype(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if array.dtype.kind in integers and dtype.kind in integers:
         info = np.iinfo(dtype)
         if array.size and (array.min() < info.min or array.max() > info.max):
-            raise ConfigError(f"input {name!r}: values do not fit the engine's {dtype} type")
+            raise InputError(f"input {name!r}: values do not fit the engine's {dtype} type")
         return array.astype(dtype)
     if array.dtype.kind == "f" and dtype.kind == "f":
         return array.astype(dtype)
-    raise ConfigError(f"input {name!r} is {array.dtype}, but the TensorRT engine takes {dtype}")
+    raise InputError(f"input {name!r} is {array.dtype}, but the TensorRT engine takes {dtype}")
 
 
 def check_input_shape(name: str, shape: Sequence[int], allowed: ShapeRange) -> None:
@@ -75,7 +79,7 @@ def check_input_shape(name: str, shape: Sequence[int], allowed: ShapeRange) -> N
     rest = ShapeRange(allowed.min[1:], allowed.opt[1:], allowed.max[1:])
     fits = len(shape) == len(allowed.min) and shape[0] >= allowed.min[0] and rest.accepts(shape[1:])
     if not fits:
-        raise ConfigError(
+        raise InputError(
             f"input {name!r} has shape {tuple(shape)}, but this TensorRT engine accepts "
             f"{allowed.describe()} (batch above {allowed.max[0]} is split); re-export with a "
             "profile that covers it, or pad/truncate the input"
@@ -184,14 +188,14 @@ class TensorRTSession:
     def _prepare(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
-            raise ConfigError(f"TensorRT engine inputs {missing} were not given")
+            raise InputError(f"TensorRT engine inputs {missing} were not given")
         feed = {}
         for name in self.input_names:
             array = np.asarray(inputs[name])
             check_input_shape(name, array.shape, self._ranges[name])
             feed[name] = np.ascontiguousarray(coerce_dtype(name, array, self._dtypes[name]))
         if len({value.shape[0] for value in feed.values()}) > 1:
-            raise ConfigError("TensorRT engine inputs disagree on the batch size")
+            raise InputError("TensorRT engine inputs disagree on the batch size")
         return feed
 
     def _execute(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -202,7 +206,7 @@ class TensorRTSession:
                 host = array if array.flags.writeable else array.copy()
                 tensor = torch.from_numpy(host).to(self._device)
                 if not self._context.set_input_shape(name, tuple(array.shape)):
-                    raise ConfigError(f"TensorRT refused shape {array.shape} for {name!r}")
+                    raise InputError(f"TensorRT refused shape {array.shape} for {name!r}")
                 self._context.set_tensor_address(name, tensor.data_ptr())
                 buffers.append(tensor)
             outputs = {name: self._output_buffer(name) for name in self.output_names}
