@@ -1,4 +1,11 @@
-"""Shared fixtures: tiny models built from configs (fixed seed), saved like real checkpoints."""
+"""Shared fixtures: tiny models built from configs (fixed seed), saved like real checkpoints, and
+data: the real sets of ../shared/data when present, else synthetic stand-ins built in tmp folders
+(tests/synthetic.py), so the suite runs in full in any clone. Only tests about a property of a
+real file that cannot be synthesised faithfully skip without ../shared (`shared_set`).
+
+DUCHO_FAST_SHARED_DATA overrides where the shared data is looked for (point it at an empty
+folder to run the suite as a clone without ../shared does).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,32 @@ from pathlib import Path
 
 import pytest
 
+from . import synthetic
+
 # Exports and batch-size sweeps cached by the tests stay out of the user's ~/.cache; set before
 # any test module imports ducho_fast (which reads it once).
 os.environ["DUCHO_FAST_CACHE"] = tempfile.mkdtemp(prefix="ducho-fast-tests-")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(
+    os.environ.get("DUCHO_FAST_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
-def shared_set(name: str) -> Path:
-    """A data set from ../shared, or a skip that says why (the suite runs without it)."""
+def shared_or_none(name: str) -> Path | None:
+    """A data set from ../shared/data if present (callers then build a synthetic stand-in)."""
     path = SHARED / name
-    if not path.is_dir():
-        pytest.skip(f"../shared/data/{name} is not present beside the project")
+    return path if path.is_dir() else None
+
+
+def shared_set(name: str, why: str = "needs real files") -> Path:
+    """A real data set from ../shared, or a skip that says why (the suite runs without it)."""
+    path = shared_or_none(name)
+    if path is None:
+        pytest.skip(
+            f"{why}: {SHARED / name} is not present "
+            "(../shared/data beside the project, or $DUCHO_FAST_SHARED_DATA)"
+        )
     return path
 
 
@@ -57,25 +78,98 @@ def tiny_vit(tmp_path_factory) -> Path:
     return save_hf_vit(tmp_path_factory.mktemp("hf-vit"))
 
 
+SKIMAGE_PHOTOS = (
+    "astronaut.png",  # RGB
+    "coffee.png",  # RGB
+    "chelsea.png",  # RGB, odd width
+    "camera.png",  # L
+    "horse.png",  # RGBA
+    "hubble_deep_field.jpg",  # JPEG with EXIF
+    "green_palette.png",  # P
+    "chessboard_GRAY_U16.tif",  # I;16
+)
+
+COLOUR_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "motorcycle_left.png",
+    "horse.png",
+    "hubble_deep_field.jpg",
+    "rocket.jpg",
+    "ihc.png",
+    "motorcycle_right.png",
+    "color.png",
+    "retina.jpg",
+)
+
+
 @pytest.fixture(scope="session")
-def skimage_photos() -> list[Path]:
-    folder = shared_set("skimage-data") / "images"
-    names = (
-        "astronaut.png",
-        "coffee.png",
-        "chelsea.png",
-        "camera.png",
-        "horse.png",
-        "hubble_deep_field.jpg",
-        "green_palette.png",
-        "chessboard_GRAY_U16.tif",
-    )
-    return [folder / name for name in names if (folder / name).is_file()]
+def skimage_photos(tmp_path_factory) -> list[Path]:
+    """Eight photos of every mode: RGB (3), L, RGBA, a JPEG, palette, 16-bit grey.
+
+    Real skimage-data photos when ../shared is present, else synthetic ones of the same modes,
+    sizes and order (tests take the first few: three RGB, L, RGBA).
+    """
+    shared = shared_or_none("skimage-data")
+    if shared is None:
+        return synthetic.mode_photos(tmp_path_factory.mktemp("mode-photos"))
+    return [shared / "images" / n for n in SKIMAGE_PHOTOS if (shared / "images" / n).is_file()]
+
+
+@pytest.fixture(scope="session")
+def colour_photos(tmp_path_factory) -> list[Path]:
+    """Eleven colour photos of varied sizes (skimage-data's, or synthetic PNG and JPEG)."""
+    shared = shared_or_none("skimage-data")
+    if shared is None:
+        return synthetic.colour_photos(tmp_path_factory.mktemp("colour-photos"))
+    return [shared / "images" / n for n in COLOUR_PHOTOS if (shared / "images" / n).is_file()]
+
+
+@pytest.fixture(scope="session")
+def exif_orientation_images(tmp_path_factory) -> Path:
+    """`Landscape_<n>.jpg`, `Portrait_<n>.jpg`: one upright photo in EXIF orientations 0-8."""
+    shared = shared_or_none("exif-orientation")
+    if shared is None:
+        return synthetic.exif_orientations(tmp_path_factory.mktemp("exif-orientation"))
+    return shared / "images"
+
+
+@pytest.fixture(scope="session")
+def product_photos(tmp_path_factory) -> list[Path]:
+    """240 small catalogue photos (60x80 JPEG) named by numeric ids, sorted by name."""
+    shared = shared_or_none("fashion-product-images")
+    if shared is None:
+        return synthetic.product_photos(tmp_path_factory.mktemp("product-photos"), 240)
+    return sorted((shared / "sample_images").glob("*.jpg"))[:240]
+
+
+@pytest.fixture(scope="session")
+def large_photos(tmp_path_factory) -> list[Path]:
+    """Six large JPEG photos (H&M originals, about 1166x1750, or synthetic ones that size)."""
+    shared = shared_or_none("hm-fashion-sample")
+    if shared is None:
+        return synthetic.large_photos(tmp_path_factory.mktemp("large-photos"), 6)
+    return sorted((shared / "original" / "images").glob("*.jpg"))[:6]
+
+
+@pytest.fixture(scope="session")
+def hm_items(tmp_path_factory) -> tuple[Path, Path]:
+    """The H&M sample as (image folder, items table with article_id and detail_desc).
+
+    100 items, all with a photo; one (0578296001) has an empty description. Synthetic when
+    ../shared is absent: the same counts and ids rules, smaller photos.
+    """
+    shared = shared_or_none("hm-fashion-sample")
+    if shared is None:
+        folder = synthetic.hm_items(tmp_path_factory.mktemp("hm-items"), 100)
+        return folder / "images", folder / "items.tsv"
+    return shared / "original" / "images", shared / "items_with_image.tsv"
 
 
 @pytest.fixture
 def five_photos(tmp_path, skimage_photos) -> Path:
-    """A folder of five real photos (copies, so a run may write beside them)."""
+    """A folder of five photos (copies, so a run may write beside them)."""
     folder = tmp_path / "images"
     folder.mkdir()
     for photo in skimage_photos[:5]:

@@ -14,8 +14,6 @@ from ducho_fast.config import ModelEntry
 from ducho_fast.engine import batch_sweep
 from ducho_fast.engine.batch_sweep import SweepCache, SweepResult, sweep
 
-from .conftest import shared_set
-
 
 def simulated(monkeypatch, seconds_for_batch):
     """A run whose duration is `seconds_for_batch(size)` on a fake clock, and its call log."""
@@ -73,11 +71,10 @@ def test_ducho_entry_without_batch_size_means_sweep():
 
 
 @pytest.fixture
-def few_images(tmp_path) -> Path:
-    source = shared_set("fashion-product-images") / "sample_images"
+def few_images(tmp_path, product_photos) -> Path:
     folder = tmp_path / "images"
     folder.mkdir()
-    for path in sorted(source.glob("*.jpg"))[:20]:
+    for path in product_photos[:20]:
         (folder / path.name).symlink_to(path)
     return folder
 

@@ -19,8 +19,6 @@ from ducho_fast.exporter import api, validate
 from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.modalities.base import BATCH_SIZES
 
-from .conftest import shared_set
-
 TEXTS = [
     "Soft jersey top with a round neckline",
     "Slim-fit trousers in woven fabric with a high waist, zip fly and side pockets. " * 6,
@@ -201,25 +199,9 @@ def test_int8_failing_the_gate_is_a_typed_error(tiny_clip, tmp_path, monkeypatch
     assert not (tmp_path / "int8").exists()
 
 
-COLOUR_PHOTOS = (
-    "astronaut.png",
-    "coffee.png",
-    "chelsea.png",
-    "motorcycle_left.png",
-    "horse.png",
-    "hubble_deep_field.jpg",
-    "rocket.jpg",
-    "ihc.png",
-    "motorcycle_right.png",
-    "color.png",
-    "retina.jpg",
-)
-
-
-def test_static_int8_is_calibrated_on_the_users_sample(tiny_clip, tmp_path):
-    folder = shared_set("skimage-data") / "images"
-    photos = tuple(folder / name for name in COLOUR_PHOTOS if (folder / name).is_file())
-    sample = Sample(images=photos)  # calibrated on 3/4 of it, gated on the held-out rest
+def test_static_int8_is_calibrated_on_the_users_sample(tiny_clip, tmp_path, colour_photos):
+    # calibrated on 3/4 of the sample, gated on the held-out rest
+    sample = Sample(images=tuple(colour_photos))
     config = ExportConfig(
         ModelRef(str(tiny_clip), task="image"),
         tmp_path / "qdq",

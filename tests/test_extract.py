@@ -15,18 +15,16 @@ from ducho_fast.core.image import decode_image
 from ducho_fast.engine.state import read_failures
 from ducho_fast.exporter.validate import row_cosines
 
-from .conftest import shared_set
-
 QUIET = RunOptions(progress=False)
 
 
 @pytest.fixture(scope="module")
-def hm_dataset(tmp_path_factory) -> Path:
-    """A dataset folder whose inputs link to ../shared (outputs must not land there)."""
-    source = shared_set("hm-fashion-sample")
+def hm_dataset(tmp_path_factory, hm_items) -> Path:
+    """A dataset folder whose inputs link to the H&M sample (outputs must not land there)."""
+    images, items = hm_items
     folder = tmp_path_factory.mktemp("hm")
-    (folder / "images").symlink_to(source / "original" / "images")
-    (folder / "items.tsv").symlink_to(source / "items_with_image.tsv")
+    (folder / "images").symlink_to(images)
+    (folder / "items.tsv").symlink_to(items)
     return folder
 
 

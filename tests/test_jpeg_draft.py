@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.image import (
@@ -17,17 +15,9 @@ from ducho_fast.core.image import (
 )
 from ducho_fast.exporter.validate import row_cosines
 
-from .conftest import shared_set
-
 CLIP_LIKE = ImagePreprocessSpec(
     "shortest_edge", 224, "bicubic", (224, 224), (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
 )
-
-
-@pytest.fixture(scope="module")
-def large_photos() -> list[Path]:
-    folder = shared_set("hm-fashion-sample") / "original" / "images"
-    return sorted(folder.glob("*.jpg"))[:6]
 
 
 def test_draft_side_never_goes_below_the_model_input():

@@ -16,15 +16,12 @@ from click.testing import CliRunner
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.cli import main
 
-from .conftest import shared_set
-
 
 @pytest.fixture(scope="module")
-def product_images(tmp_path_factory) -> Path:
-    """240 small product photos (links into ../shared)."""
-    source = shared_set("fashion-product-images") / "sample_images"
+def product_images(tmp_path_factory, product_photos) -> Path:
+    """240 small product photos (links to ../shared's or to synthetic ones)."""
     folder = tmp_path_factory.mktemp("products")
-    for path in sorted(source.glob("*.jpg"))[:240]:
+    for path in product_photos:
         (folder / path.name).symlink_to(path)
     return folder
 

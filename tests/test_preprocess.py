@@ -17,8 +17,6 @@ from ducho_fast.core.image import (
 from ducho_fast.models.hf import image_spec_from_processor
 from ducho_fast.models.synthetic import package_data_file
 
-from .conftest import shared_set
-
 
 def clip_processor(size: int = 224):
     from transformers import CLIPImageProcessor
@@ -98,8 +96,8 @@ def test_decode_converts_modes_like_convert_rgb(skimage_photos):
             assert np.array_equal(np.asarray(decoded), np.asarray(expected)), path.name
 
 
-def test_exif_orientation_is_applied():
-    folder = shared_set("exif-orientation") / "images"
+def test_exif_orientation_is_applied(exif_orientation_images):
+    folder = exif_orientation_images
     spec = ImagePreprocessSpec("exact", (64, 64), "bilinear", None, (0, 0, 0), (1, 1, 1))
     for kind in ("Landscape", "Portrait"):
         upright = decode_image(folder / f"{kind}_1.jpg")

@@ -16,6 +16,7 @@ from ducho_fast.engine.sources import IMAGE_SUFFIXES
 from ducho_fast.engine.state import read_failures
 from ducho_fast.exporter.validate import row_cosines
 
+from . import synthetic
 from .conftest import shared_set
 
 QUIET = RunOptions(progress=False, shard_size=32, item_timeout=5)
@@ -28,9 +29,24 @@ def run_images(model: Path, images: Path, output: Path, options: RunOptions = QU
     return results[0], ids, np.load(folder / "features.npy")
 
 
-@pytest.mark.parametrize("data_set", ["sharp-fixtures", "skimage-data"])
-def test_every_file_is_featured_or_recorded(data_set, tiny_clip, tmp_path):
-    folder = shared_set(data_set) / "images"
+@pytest.fixture(scope="session")
+def synthetic_edge_cases(tmp_path_factory) -> tuple[Path, dict[str, synthetic.Made]]:
+    """Every mode and container, and damaged files made as the real ones were (runs anywhere)."""
+    folder = tmp_path_factory.mktemp("edge-cases") / "images"
+    return folder, synthetic.broken_and_odd_images(folder)
+
+
+def edge_case_folder(data_set: str, request) -> Path:
+    """The real set's images (skip without ../shared), or the synthetic edge cases."""
+    if data_set == "synthetic":
+        return request.getfixturevalue("synthetic_edge_cases")[0]
+    why = "real-world files no generator reproduces (the [synthetic] case runs everywhere)"
+    return shared_set(data_set, why) / "images"
+
+
+@pytest.mark.parametrize("data_set", ["sharp-fixtures", "skimage-data", "synthetic"])
+def test_every_file_is_featured_or_recorded(data_set, tiny_clip, tmp_path, request):
+    folder = edge_case_folder(data_set, request)
     result, ids, features = run_images(tiny_clip, folder, tmp_path / "out")
     failures = read_failures(tmp_path / "out" / "failures.tsv")
     listed = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -43,33 +59,50 @@ def test_every_file_is_featured_or_recorded(data_set, tiny_clip, tmp_path):
     assert result.succeeded == len(ids) > 0
 
 
-def test_known_bad_fixtures_are_recorded_with_reasons(tiny_clip, tmp_path):
-    folder = shared_set("sharp-fixtures") / "images"
+@pytest.mark.parametrize("data_set", ["sharp-fixtures", "synthetic"])
+def test_known_bad_fixtures_are_recorded_with_reasons(data_set, tiny_clip, tmp_path, request):
+    folder = edge_case_folder(data_set, request)
     run_images(tiny_clip, folder, tmp_path / "out")
     failures = {Path(f.path).name: f for f in read_failures(tmp_path / "out" / "failures.tsv")}
     assert "DecompressionBomb" in failures["giant-image.jpg"].error
     assert failures["corrupt-header.jpg"].stage == "decode"
 
 
-def test_missing_and_stuck_files_are_recorded(tiny_clip, tmp_path):
-    source = shared_set("skimage-data") / "images"
+def test_each_mode_and_container_gets_features_and_damage_is_recorded(
+    tiny_clip, tmp_path, synthetic_edge_cases
+):
+    folder, made = synthetic_edge_cases
+    result, ids, features = run_images(tiny_clip, folder, tmp_path / "out")
+    assert sorted(ids) == sorted(Path(name).stem for name, m in made.items() if m.fails is None)
+    assert features.shape[0] == len(ids) and np.isfinite(features).all()
+    failures = {Path(f.path).name: f for f in read_failures(tmp_path / "out" / "failures.tsv")}
+    assert {name: f.stage for name, f in failures.items()} == {
+        name: m.fails for name, m in made.items() if m.fails
+    }
+    assert "DecompressionBomb" in failures["huge-header.png"].error
+    assert "truncated" in failures["truncated.jpg"].error.lower()
+    assert len(result.failures) == len(failures)
+
+
+def test_missing_and_stuck_files_are_recorded(tiny_clip, skimage_photos, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
-    for name in ("astronaut.png", "coffee.png", "chelsea.png"):
-        (folder / name).symlink_to(source / name)
+    photos = skimage_photos[:3]
+    for photo in photos:
+        (folder / photo.name).symlink_to(photo)
     (folder / "gone.jpg").symlink_to(tmp_path / "does-not-exist.jpg")
     os.mkfifo(folder / "stuck.jpg")  # opening it blocks forever: the worker must time out
     options = RunOptions(progress=False, item_timeout=1, workers=1)
     result, ids, _ = run_images(tiny_clip, folder, tmp_path / "out", options)
-    assert ids == ["astronaut", "chelsea", "coffee"]
+    assert ids == sorted(photo.stem for photo in photos)
     failures = {f.item_id: f for f in read_failures(tmp_path / "out" / "failures.tsv")}
     assert "FileNotFoundError" in failures["gone"].error
     assert "timed out" in failures["stuck"].error
     assert len(result.failures) == 2
 
 
-def test_exif_orientations_give_equal_features(tiny_clip, tmp_path):
-    folder = shared_set("exif-orientation") / "images"
+def test_exif_orientations_give_equal_features(tiny_clip, tmp_path, exif_orientation_images):
+    folder = exif_orientation_images
     _, ids, features = run_images(tiny_clip, folder, tmp_path / "out")
     assert len(ids) == 18
     for kind in ("Landscape", "Portrait"):
