@@ -17,8 +17,8 @@ import pytest
 
 from . import synthetic
 
-# Exports and batch-size sweeps cached by the tests stay out of the user's ~/.cache; set before
-# any test module imports ducho_fast (which reads it once).
+# Exports and batch-size sweeps cached by the tests stay out of the user's ~/.cache (ducho-fast
+# reads the variable whenever it needs the cache; tests may point it elsewhere).
 os.environ["DUCHO_FAST_CACHE"] = tempfile.mkdtemp(prefix="ducho-fast-tests-")
 
 SHARED = Path(
