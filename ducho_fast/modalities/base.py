@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.core.table import Table
 
 Inputs = dict[str, np.ndarray]
 # Export validation batch sizes: 1, a small odd one, and one past a power of two.
@@ -141,21 +141,10 @@ class Modality(Protocol):
         ...
 
 
-MODALITIES: dict[str, Modality] = {}
-
-
-def register(modality: Modality) -> Modality:
-    if modality.name in MODALITIES:
-        raise ValueError(f"modality {modality.name!r} is registered twice")
-    MODALITIES[modality.name] = modality
-    return modality
+MODALITIES: Table[Modality] = Table("modality", "ducho_fast.modalities")
+register = MODALITIES.register
 
 
 def modality(name: str) -> Modality:
     """The registered modality `name`; an unknown one names the known ones."""
-    from ducho_fast import modalities  # noqa: F401  (registers the built-in modalities)
-
-    try:
-        return MODALITIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown modality {name!r}; known: {sorted(MODALITIES)}") from None
+    return MODALITIES.lookup(name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ducho_fast.core.cache import resolve_cache_dir
 from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.table import Table
 from ducho_fast.runtime.base import Session
 
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")  # what an exported graph can hold
@@ -75,25 +76,13 @@ class RuntimeSpec:
     summary: str
 
 
-RUNTIMES: dict[str, RuntimeSpec] = {}
-
-
-def register_runtime(spec: RuntimeSpec) -> RuntimeSpec:
-    if spec.name in RUNTIMES:
-        raise ValueError(f"runtime {spec.name!r} is registered twice")
-    RUNTIMES[spec.name] = spec
-    return spec
-
-
-def runtime_spec(name: str) -> RuntimeSpec:
-    try:
-        return RUNTIMES[name]
-    except KeyError:
-        raise ConfigError(f"unknown runtime {name!r}; use one of {list(RUNTIMES)}") from None
+RUNTIMES: Table[RuntimeSpec] = Table("runtime", __name__)  # built-ins: at the end of this file
+register_runtime = RUNTIMES.register
+runtime_spec = RUNTIMES.lookup
 
 
 def runtime_names() -> tuple[str, ...]:
-    return tuple(RUNTIMES)
+    return tuple(RUNTIMES.names())
 
 
 def all_precisions() -> tuple[str, ...]:

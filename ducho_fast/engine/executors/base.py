@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Batch, Listing, Shard
+from ducho_fast.core.table import Table
 from ducho_fast.engine.pipeline import ModelJob
 from ducho_fast.engine.state import ShardStore
 from ducho_fast.modalities import Feed, Modality
@@ -49,20 +49,6 @@ class Executor(Protocol):
         ...
 
 
-EXECUTORS: dict[str, Executor] = {}
-
-
-def register_executor(executor: Executor) -> Executor:
-    if executor.name in EXECUTORS:
-        raise ValueError(f"executor {executor.name!r} is registered twice")
-    EXECUTORS[executor.name] = executor
-    return executor
-
-
-def get_executor(name: str) -> Executor:
-    from ducho_fast.engine import executors  # noqa: F401  (registers the built-in executors)
-
-    try:
-        return EXECUTORS[name]
-    except KeyError:
-        raise ConfigError(f"unknown executor {name!r}; use one of {list(EXECUTORS)}") from None
+EXECUTORS: Table[Executor] = Table("executor", "ducho_fast.engine.executors")
+register_executor = EXECUTORS.register
+get_executor = EXECUTORS.lookup

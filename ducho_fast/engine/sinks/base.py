@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.table import Table
 
 # Which tree a sink writes into: Ducho's (`<dataset>/<output_path>/<backend>/<model>/<layer>`)
 # or ducho-fast's own (`<dataset>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>`).
@@ -53,30 +54,14 @@ class Sink(Protocol):
         ...
 
 
-SINKS: dict[str, Sink] = {}
+SINKS: Table[Sink] = Table("output format", "ducho_fast.engine.sinks")
 ALL_FORMATS = {"both": ("ducho", "compact")}  # Ducho's layout plus the compact arrays
-
-
-def register_sink(sink: Sink) -> Sink:
-    if sink.name in SINKS:
-        raise ValueError(f"sink {sink.name!r} is registered twice")
-    SINKS[sink.name] = sink
-    return sink
-
-
-def get_sink(name: str) -> Sink:
-    from ducho_fast.engine import sinks  # noqa: F401  (registers the built-in sinks)
-
-    try:
-        return SINKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown output format {name!r}; use {format_names()}") from None
+register_sink = SINKS.register
+get_sink = SINKS.lookup
 
 
 def format_names() -> list[str]:
-    from ducho_fast.engine import sinks  # noqa: F401
-
-    return [*SINKS, *ALL_FORMATS]
+    return [*SINKS.names(), *ALL_FORMATS]
 
 
 def sinks_for(output_format: str) -> tuple[str, ...]:
