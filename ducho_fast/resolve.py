@@ -16,12 +16,14 @@ from typing import Any
 
 from ducho_fast.artifact.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
 from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.modalities import Feed, Modality, Sample, modality
 from ducho_fast.models.spec import ModelRef, Tower
 from ducho_fast.runtime.base import Session
 from ducho_fast.runtime.table import ArtifactGraph, EagerTower, RuntimeChoice
 
 BF16_MIN_COSINE = 0.99
+REDUCED_MIN_COSINE = 0.99  # the gate of every precision a runtime reduces fp32 to
 NO_SAMPLE = Sample()
 
 
@@ -44,7 +46,7 @@ def open_model(
     for validating (and calibrating static int8 in) an export made on the fly."""
     if not choice.spec.needs_artifact:
         return open_eager(ref, kind, choice, index)
-    return open_artifact(artifact_for(ref, choice, sample), kind, choice, index)
+    return open_artifact(artifact_for(ref, choice, sample), kind, choice, index, sample)
 
 
 def eager_tower(tower: Tower) -> EagerTower:
@@ -77,7 +79,7 @@ def check_bf16(tower: Tower, session: Session) -> None:
     fp32 on the export validation inputs; otherwise say so (keep fp32)."""
     import torch
 
-    from ducho_fast.exporter.validate import row_cosines, validation_cases
+    from ducho_fast.exporter.validate import validation_cases
     from ducho_fast.runtime.table import open_torch
 
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -96,15 +98,38 @@ def check_bf16(tower: Tower, session: Session) -> None:
                 )
 
 
-def open_artifact(folder: Path, kind: str, choice: RuntimeChoice, index: int = 0) -> OpenModel:
+def open_artifact(
+    folder: Path, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
+) -> OpenModel:
     manifest = read_manifest(folder)
     graph = manifest.graph(kind)
-    session = choice.spec.open(ArtifactGraph(folder, manifest, kind), choice)
+    target = ArtifactGraph(folder, manifest, kind)
+    session = choice.spec.open(target, choice)
+    feed = artifact_feed(folder, manifest, graph, index)
+    if choice.precision in choice.spec.reduced:
+        reference = choice.spec.open(target, replace(choice, precision="fp32"))
+        cases = modality(kind).artifact_cases(feed, sample)
+        check_reduced(choice, cases, reference, session)
     fingerprint = artifact_fingerprint(manifest, graph, choice)
     outputs = tuple(o.name for o in graph.outputs)
-    return OpenModel(
-        session, modality(kind), artifact_feed(folder, manifest, graph, index), fingerprint, outputs
-    )
+    return OpenModel(session, modality(kind), feed, fingerprint, outputs)
+
+
+def check_reduced(
+    choice: RuntimeChoice, cases: list[tuple[str, dict]], reference: Session, session: Session
+) -> None:
+    """A precision the runtime reaches by itself keeps cosine >= 0.99 against the same
+    runtime at fp32 on every case; otherwise the run stops before any item, saying so."""
+    for case, inputs in cases:
+        expected, got = reference.run(inputs), session.run(inputs)
+        for name, array in expected.items():
+            worst = float(row_cosines(array, got[name]).min())
+            if worst < REDUCED_MIN_COSINE:
+                raise DuchoFastError(
+                    f"{choice.runtime} {choice.precision} fails its fidelity gate ({case}, "
+                    f"{name}: min cosine {worst:.6f} < {REDUCED_MIN_COSINE} against fp32); "
+                    "keep fp32 for this model"
+                )
 
 
 def artifact_feed(folder: Path, manifest: Manifest, graph: GraphInfo, index: int) -> Feed:
@@ -125,7 +150,7 @@ def artifact_fingerprint(manifest: Manifest, graph: GraphInfo, choice: RuntimeCh
         "model": manifest.fingerprint,
         "runtime": choice.runtime,
         "ort_provider": choice.ort_provider if choice.runtime == "onnxruntime" else None,
-        "precision": graph.precision,
+        "precision": choice.precision,  # the artifact's, or one the runtime reduces it to
         "quantization": graph.quantization,
         "graph_sha256": manifest.files[graph.file],
         "layers": [o.name for o in graph.outputs],
@@ -182,16 +207,19 @@ def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
     """Where the artifact for `ref` is: the source itself, or its place in the export cache."""
     if is_artifact(ref.source):
         return Path(ref.source)
-    return choice.cache / "artifacts" / cache_key(ref, choice.precision)
+    precision = choice.spec.artifact_precision(choice.precision)
+    return choice.cache / "artifacts" / cache_key(ref, precision)
 
 
 def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE) -> Path:
     """The artifact to run: the source itself, or a cached export keyed by fingerprint."""
     if is_artifact(ref.source):
         manifest: Manifest = read_manifest(Path(ref.source), verify_hashes=False)
-        if manifest.precision != choice.precision:
+        wanted = choice.spec.artifact_precision(choice.precision)
+        if manifest.precision != wanted:
             raise ConfigError(
-                f"artifact {ref.source} is {manifest.precision}, but {choice.precision} was asked"
+                f"artifact {ref.source} is {manifest.precision}, but {choice.runtime} "
+                f"{choice.precision} runs a {wanted} artifact"
             )
         return Path(ref.source)
     folder = artifact_folder(ref, choice)
@@ -199,7 +227,8 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPL
         return folder
     from ducho_fast.exporter.api import ExportConfig, export  # imports torch: only when exporting
 
-    config = ExportConfig(replace(ref, task="auto"), folder, choice.precision, sample=sample)  # type: ignore[arg-type]
+    precision = choice.spec.artifact_precision(choice.precision)
+    config = ExportConfig(replace(ref, task="auto"), folder, precision, sample=sample)  # type: ignore[arg-type]
     return export(config)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.errors import ConfigError, RuntimeUnavailableError
-from ducho_fast.exporter.validate import row_cosines
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import open_model
 from ducho_fast.runtime.table import RuntimeChoice

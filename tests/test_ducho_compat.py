@@ -14,8 +14,8 @@ from ducho_fast.api import RunOptions, extract_config
 from ducho_fast.config import load_config
 from ducho_fast.core.clear_text import clear_text
 from ducho_fast.core.errors import ConfigError, DuchoFastError
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.ducho_plan import model_folder, torch_model_ref
-from ducho_fast.exporter.validate import row_cosines
 
 QUIET = RunOptions(progress=False)
 

@@ -15,8 +15,8 @@ import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.core.errors import ArtifactError, ExportValidationError, ModelLoadError
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.exporter import api, validate
-from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.modalities.base import BATCH_SIZES
 
 TEXTS = [

@@ -11,9 +11,9 @@ import yaml
 
 from ducho_fast.api import RunOptions, extract_config
 from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.image import decode_image
 from ducho_fast.engine.state import read_failures
-from ducho_fast.exporter.validate import row_cosines
 
 QUIET = RunOptions(progress=False)
 

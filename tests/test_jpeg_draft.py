@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.image import (
     ImagePreprocessSpec,
     decode_image,
     draft_side,
     preprocess_image,
 )
-from ducho_fast.exporter.validate import row_cosines
 
 CLIP_LIKE = ImagePreprocessSpec(
     "shortest_edge", 224, "bicubic", (224, 224), (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)

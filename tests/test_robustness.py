@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.cli import main
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.engine.sources import IMAGE_SUFFIXES
 from ducho_fast.engine.state import read_failures
-from ducho_fast.exporter.validate import row_cosines
 
 from . import synthetic
 from .conftest import shared_set

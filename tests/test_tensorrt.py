@@ -19,9 +19,9 @@ import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import TensorInfo, read_manifest
 from ducho_fast.core.errors import ConfigError, InputError, RuntimeUnavailableError
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.exporter import tensorrt_artifact
 from ducho_fast.exporter.tensorrt_artifact import add_tensorrt_engines
-from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.resolve import open_model
 from ducho_fast.runtime import tensorrt as trt_runtime
 from ducho_fast.runtime import tensorrt_build as trt_export

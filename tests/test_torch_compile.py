@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
-from ducho_fast.exporter.validate import row_cosines
+from ducho_fast.core.fidelity import row_cosines
 
 
 def test_compiled_extraction_equals_eager(tiny_clip, five_photos, tmp_path):

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item, Shard
-from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.resolve import OpenModel
 
 

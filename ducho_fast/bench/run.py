@@ -19,8 +19,8 @@ from ducho_fast.bench.config import BenchConfig, Variant, bench_items
 from ducho_fast.bench.inference import Prepared, measure_inference, prepare, preprocess_key, run_all
 from ducho_fast.bench.machine import flops_per_item, machine_info, matmul_gflops
 from ducho_fast.core.errors import DuchoFastError
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.records import Item
-from ducho_fast.exporter.validate import row_cosines
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import OpenModel, open_model
 from ducho_fast.runtime.table import RuntimeChoice, runtime_spec

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ducho_fast.core.io import atomic_json
+from ducho_fast.core.machine import machine_key
 from ducho_fast.runtime.base import Session
 
 CANDIDATES = (8, 16, 32, 64, 128)
@@ -79,18 +78,6 @@ def items_per_second(run: Callable, inputs: dict[str, np.ndarray], size: int) ->
         run(inputs)
         seconds.append(time.perf_counter() - start)
     return size / min(seconds)
-
-
-def machine_key() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(
-                (line.split(":", 1)[1].strip() for line in info if "model name" in line), cpu
-            )
-    except OSError:
-        pass
-    return f"{cpu}|{os.cpu_count()}"
 
 
 def sweep_key(identity: dict[str, Any], kind: str, threads: int) -> str:

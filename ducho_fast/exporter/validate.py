@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ducho_fast.core.errors import ExportValidationError, OutputMismatch
+from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.exporter.onnx_export import eager_outputs
 from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.spec import Tower
@@ -43,15 +44,6 @@ class CaseResult:
     mean_cosine: float
     max_abs: float
     passed: bool
-
-
-def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
-    got = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    dots = np.sum(ref * got, axis=1)
-    both_zero = norms == 0
-    return np.where(both_zero, 1.0, dots / np.where(both_zero, 1.0, norms))
 
 
 def compare(graph: str, case: str, name: str, ref: np.ndarray, got: np.ndarray, gate: Gate):

@@ -95,6 +95,11 @@ class Modality(Protocol):
         """Named input sets the export is checked on against eager (several shapes)."""
         ...
 
+    def artifact_cases(self, feed: Feed, sample: Sample) -> list[tuple[str, Inputs]]:
+        """Like `validation_cases`, from an artifact's feed alone (no eager model): inputs for
+        gating a precision a runtime reaches by itself (OpenVINO bf16) against fp32."""
+        ...
+
     def calibration_batches(self, tower: Any, sample: Sample) -> list[Inputs]:
         """Static int8 calibration inputs from the user's items, or none."""
         ...

@@ -197,6 +197,18 @@ class ImageModality:
             cases.append((f"batch={batch}{source}", {"pixels": pixels}))
         return cases
 
+    def artifact_cases(self, feed: Feed, sample: Sample) -> list[tuple[str, Inputs]]:
+        spec: ImagePreprocessSpec = feed.prepare
+        cases = []
+        for batch in BATCH_SIZES:
+            pixels = (
+                real_images(sample.images, spec, batch)
+                if sample.images
+                else synthetic_images(batch, spec.input_size, seed=batch)
+            )
+            cases.append((f"batch={batch}", {"pixels": pixels}))
+        return cases
+
     def calibration_batches(self, tower: Any, sample: Sample) -> list[Inputs]:
         if not sample.images:
             return []

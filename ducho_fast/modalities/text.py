@@ -151,6 +151,17 @@ class TextModality:
                 cases.append((f"batch={batch},seq={length}", inputs))
         return cases
 
+    def artifact_cases(self, feed: Feed, sample: Sample) -> list[tuple[str, Inputs]]:
+        """Synthetic texts from one word to past the maximum length (and the sample's),
+        tokenised and padded as a run pads them."""
+        encoding: TextEncoding = feed.prepare
+        cases = []
+        for batch in BATCH_SIZES:
+            texts = synthetic_texts(batch, seed=batch) + list(sample.texts[:batch])
+            ids = encoding.tokenize(texts)
+            cases.append((f"batch={len(texts)}", pad_batch(ids, encoding.pad_id, encoding.pad_to)))
+        return cases
+
     def calibration_batches(self, tower: Any, sample: Sample) -> list[Inputs]:
         texts = list(sample.texts)
         length = tower.preprocess.max_length

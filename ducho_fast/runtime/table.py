@@ -74,6 +74,13 @@ class RuntimeSpec:
     needs_artifact: bool
     open: Callable[[Any, RuntimeChoice], Session]
     summary: str
+    # Precisions this runtime reaches by itself from the fp32 artifact (OpenVINO's bf16 hint);
+    # `resolve` gates each against fp32 before any item runs.
+    reduced: tuple[str, ...] = ()
+
+    def artifact_precision(self, precision: str) -> str:
+        """The precision of the artifact this runtime runs for `precision`."""
+        return "fp32" if precision in self.reduced else precision
 
 
 RUNTIMES: Table[RuntimeSpec] = Table("runtime", __name__)  # built-ins: at the end of this file
@@ -120,6 +127,17 @@ def open_tensorrt(target: ArtifactGraph, choice: RuntimeChoice) -> Session:
     )
 
 
+def open_openvino(target: ArtifactGraph, choice: RuntimeChoice) -> Session:
+    from ducho_fast.core.machine import machine_id
+    from ducho_fast.runtime.openvino import OpenVinoSession
+
+    graph = target.manifest.graph(target.graph)
+    cache = choice.cache / "openvino" / machine_id()
+    outputs = tuple(output.name for output in graph.outputs)
+    path = target.folder / graph.file
+    return OpenVinoSession(path, outputs, choice.precision, choice.threads, cache)
+
+
 EAGER_PRECISIONS = ("fp32", "bf16")  # bf16: autocast on CPUs with native bf16 instructions
 register_runtime(
     RuntimeSpec("torch", EAGER_PRECISIONS, False, open_torch, "eager PyTorch (Ducho's way)")
@@ -134,4 +152,14 @@ register_runtime(
 )
 register_runtime(
     RuntimeSpec("tensorrt", EXPORT_PRECISIONS, True, open_tensorrt, "TensorRT engines (GPU)")
+)
+register_runtime(
+    RuntimeSpec(
+        "openvino",
+        ("fp32", "bf16"),
+        True,
+        open_openvino,
+        "OpenVINO on the artifact (bf16: its precision hint, gated against fp32)",
+        reduced=("bf16",),
+    )
 )

@@ -1,0 +1,101 @@
+"""OpenVINO runtime: the same artifacts as ONNX Runtime, fp32 exact, bf16 gated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ducho_fast import resolve
+from ducho_fast.api import RunOptions, SingleModelJob, extract_single
+from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
+from ducho_fast.core.fidelity import row_cosines
+from ducho_fast.modalities.image import synthetic_images
+from ducho_fast.modalities.text import synthetic_texts
+from ducho_fast.models.spec import ModelRef
+from ducho_fast.resolve import open_model
+from ducho_fast.runtime.table import RuntimeChoice
+
+ov = pytest.importorskip("openvino", reason="pip install openvino (in ducho-fast[cpu])")
+native_bf16 = pytest.mark.skipif(
+    "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
+    reason="this CPU has no native bf16 (OpenVINO refuses bf16 here, tested below)",
+)
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, pixels in enumerate(synthetic_images(6, (100, 140), seed=5)):
+        Image.fromarray(pixels).save(folder / f"p{index}.jpg", quality=92)
+    return folder
+
+
+def outputs(kind: str, runtime: str, precision: str, model: Path) -> tuple[np.ndarray, object]:
+    opened = open_model(ModelRef(str(model)), kind, RuntimeChoice(runtime, precision))
+    inputs = opened.modality.artifact_cases(opened.feed, resolve.NO_SAMPLE)[-1][1]
+    return opened.session.run(inputs)[opened.output_names[0]], opened.session
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_fp32_is_fp32_and_matches_onnxruntime(tiny_clip, kind):
+    expected, _ = outputs(kind, "onnxruntime", "fp32", tiny_clip)
+    got, session = outputs(kind, "openvino", "fp32", tiny_clip)
+    assert session.inference_precision() == "f32"  # never OpenVINO's own bf16 default
+    assert row_cosines(expected, got).min() >= 0.9999
+    assert np.abs(expected - got).max() <= 1e-4 * max(1.0, float(np.abs(expected).max()))
+
+
+@native_bf16
+def test_bf16_passes_its_gate_and_really_runs_bf16(tiny_clip):
+    fp32, _ = outputs("image", "openvino", "fp32", tiny_clip)
+    bf16, session = outputs("image", "openvino", "bf16", tiny_clip)
+    assert session.inference_precision() == "bf16"
+    assert row_cosines(fp32, bf16).min() >= 0.99
+    assert not np.array_equal(fp32, bf16)
+
+
+@native_bf16
+def test_bf16_below_its_gate_is_refused(tiny_clip, monkeypatch):
+    monkeypatch.setattr(resolve, "REDUCED_MIN_COSINE", 1.000001)
+    with pytest.raises(DuchoFastError, match=r"openvino bf16 fails its fidelity gate \(batch="):
+        open_model(ModelRef(str(tiny_clip)), "text", RuntimeChoice("openvino", "bf16"))
+
+
+def test_extraction_on_openvino_equals_onnxruntime(tiny_clip, photos, tmp_path):
+    features = {}
+    for runtime in ("onnxruntime", "openvino"):
+        job = SingleModelJob(str(tiny_clip), tmp_path / runtime, images=photos, batch_size=4)
+        (result,) = extract_single(job, RunOptions(runtime=runtime, progress=False))
+        assert result.succeeded == 6
+        folder = next((tmp_path / runtime).rglob("features.npy")).parent
+        features[runtime] = np.load(folder / "features.npy")
+        assert f'"runtime": "{runtime}"' in (folder / "manifest.json").read_text()
+    assert row_cosines(features["onnxruntime"], features["openvino"]).min() >= 0.9999
+
+
+@native_bf16
+def test_bf16_output_is_never_mixed_with_fp32(tiny_clip, photos, tmp_path):
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=photos, batch_size=4)
+    extract_single(job, RunOptions(runtime="openvino", progress=False))
+    with pytest.raises(ConfigError, match="different configuration"):
+        extract_single(job, RunOptions(runtime="openvino", precision="bf16", progress=False))
+
+
+def test_text_cases_cover_short_and_truncated_texts(tiny_clip):
+    opened = open_model(ModelRef(str(tiny_clip)), "text", RuntimeChoice("onnxruntime", "fp32"))
+    cases = opened.modality.artifact_cases(opened.feed, resolve.NO_SAMPLE)
+    assert [name for name, _ in cases] == ["batch=1", "batch=3", "batch=17"]
+    widest = max(inputs["input_ids"].shape[1] for _, inputs in cases)
+    assert widest == 77  # synthetic texts run past CLIP's maximum: truncated, as in a run
+    assert len(synthetic_texts(3)) == 3
+
+
+def test_missing_openvino_says_how_to_install(tiny_clip, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(RuntimeUnavailableError, match="OpenVINO is not installed: install it"):
+        open_model(ModelRef(str(tiny_clip)), "image", RuntimeChoice("openvino", "fp32"))
