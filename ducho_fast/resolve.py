@@ -246,8 +246,21 @@ def cache_key(ref: ModelRef, precision: str) -> str:
         "normalization": ref.normalization,
     }
     path = Path(ref.source)
-    if path.exists():
+    if path.exists():  # a local model: the same key however the path is spelled
+        path = path.resolve()
+        parts["source"] = str(path)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        parts["files"] = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+        parts["files"] = [
+            [
+                f.name if f == path else str(f.relative_to(path)),
+                f.stat().st_size,
+                f.stat().st_mtime_ns,
+            ]
+            for f in files
+        ]
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return f"{path.name or 'model'}-{precision}-{digest}"
+
+
+def relative(file: Path, root: Path) -> str:
+    return file.name if file == root else str(file.relative_to(root))

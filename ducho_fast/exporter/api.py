@@ -6,6 +6,9 @@ every graph passed its gate, so no folder is ever left looking valid when it is 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -25,7 +28,10 @@ from ducho_fast.artifact.manifest import (
     library_versions,
     write_manifest,
 )
+from ducho_fast.core.cache import resolve_cache_dir
 from ducho_fast.core.errors import ConfigError, ExportValidationError
+from ducho_fast.core.io import atomic_json
+from ducho_fast.core.machine import machine_key
 from ducho_fast.exporter.onnx_export import DEFAULT_OPSET, export_tower
 from ducho_fast.exporter.quantize import (
     Int8Candidate,
@@ -93,7 +99,7 @@ def export(config: ExportConfig) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
-        graphs = [export_one(tower, staging, config) for tower in loaded.towers]
+        graphs = [export_one(tower, staging, config, loaded.fingerprint) for tower in loaded.towers]
         tokenizer_dir = save_processor(loaded, staging)
         manifest = build_manifest(loaded, config, graphs, tokenizer_dir, staging)
         write_manifest(staging, manifest)
@@ -107,7 +113,7 @@ def export(config: ExportConfig) -> Path:
     return target
 
 
-def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
+def export_one(tower: Tower, staging: Path, config: ExportConfig, model_id: str) -> GraphInfo:
     fp32_path = export_tower(tower, staging / f"{tower.name}.fp32.onnx", config.opset)
     fp32_results = validate_tower(tower, OrtSession(fp32_path), "fp32", config.sample)
     raise_on_failures(fp32_results, "fp32")
@@ -122,7 +128,7 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
         raise_on_failures(results, "fp16")
         fp32_path.unlink()
     else:
-        quantization, results = pick_int8(tower, fp32_path, final, config)
+        quantization, results = pick_int8(tower, fp32_path, final, config, model_id)
         fp32_path.unlink()
     inputs, outputs = graph_io(final)
     return GraphInfo(
@@ -145,12 +151,14 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig) -> GraphInfo:
 
 
 def pick_int8(
-    tower: Tower, fp32_path: Path, final: Path, config: ExportConfig
+    tower: Tower, fp32_path: Path, final: Path, config: ExportConfig, model_id: str = ""
 ) -> tuple[str, list[CaseResult]]:
     """Try the int8 variants; keep the fastest that meets the gate, else fail with all numbers.
 
     In `auto` mode, when every full variant fails, one more is tried with the feed-forward
-    projections kept in fp32 (slower than full int8, faster than fp32)."""
+    projections kept in fp32 (slower than full int8, faster than fp32). The variant chosen
+    by timing is remembered per model, tower and CPU, and chosen again by later exports while
+    it passes the gate, so re-exports under different load do not flip between variants."""
     calibrate_on, held_out = split_sample(config.sample, tower.name)
     calibration = calibration_batches(tower, calibrate_on)
     candidates = int8_candidates(
@@ -183,11 +191,41 @@ def pick_int8(
         mismatches = [m for exc in failures for m in exc.mismatches]
         tried = ", ".join(c.mode for c in candidates)
         raise ExportValidationError(f"int8 ({tried}; keep fp32 for this model)", mismatches)
-    _, mode, path, results = min(passing, key=lambda item: item[0])
+    memory = Int8Choices(resolve_cache_dir())
+    key = memory.key(model_id, tower.name, config)
+    remembered = [item for item in passing if item[1] == memory.get(key)]
+    _, mode, path, results = remembered[0] if remembered else min(passing, key=lambda i: i[0])
+    memory.put(key, mode)
     os.replace(path, final)
     for candidate in candidates:
         candidate.path.unlink(missing_ok=True)
     return mode, results
+
+
+class Int8Choices:
+    """The int8 variant each (model, tower, mode, target, CPU) got, in the cache folder."""
+
+    def __init__(self, cache_dir: Path):
+        self.path = cache_dir / "int8-choices.json"
+
+    def key(self, model_id: str, tower: str, config: ExportConfig) -> str:
+        parts = [model_id, tower, config.int8_mode, config.tensorrt, machine_key()]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+    def read(self) -> dict[str, str]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, key: str) -> str | None:
+        return self.read().get(key)
+
+    def put(self, key: str, mode: str) -> None:
+        entries = self.read()
+        if entries.get(key) != mode:  # a read-only cache loses the memory, not the export
+            with contextlib.suppress(OSError):
+                atomic_json(self.path, {**entries, key: mode})
 
 
 def split_sample(sample: Sample, modality_name: str, every: int = 4) -> tuple[Sample, Sample]:
