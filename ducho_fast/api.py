@@ -18,6 +18,7 @@ from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
 from ducho_fast.ducho_plan import build_plan
+from ducho_fast.engine.autotune import planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
 from ducho_fast.models.spec import ModelRef
@@ -45,6 +46,7 @@ class RunOptions:
     jpeg_draft: bool | None = None
     ort_provider: str | None = None
     threads: int | None = None
+    min_cosine: float | None = None  # fidelity floor when runtime or precision is auto
     pipelined: bool = True
     progress: bool = True
 
@@ -107,9 +109,10 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     if (job.images is None) == (job.texts is None):
         raise ConfigError("give exactly one of --images DIR or --texts FILE")
     kind = "image" if job.images is not None else "text"
-    choice = RuntimeChoice(
-        runtime=options.runtime or "onnxruntime",
-        precision=options.precision or "fp32",
+    choice, auto = planned_choice(
+        options.runtime or "onnxruntime",
+        options.precision or "fp32",
+        options.min_cosine or 0.99,
         ort_provider=options.ort_provider or "cpu",
         threads=options.threads or 0,
     )
@@ -119,6 +122,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         ref=ModelRef(job.model, task=kind, layers=job.layers, weights=job.weights),
         label=label,
         choice=choice,
+        auto=auto,
         layer_dirs={},
         roots={
             sink: trees[get_sink(sink).layout] / label

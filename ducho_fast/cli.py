@@ -156,6 +156,8 @@ def print_summary(results) -> None:
             f"after start-up); inference waited {100 * m['inference_wait_share']:.0f}%"
         )
         click.echo(f"  stages: {stages}")
+        if m.get("runtime_choice"):
+            click.echo(f"  {m['runtime_choice']}")
         if m.get("batch_size_choice") not in (None, "given"):
             click.echo(f"  {m['batch_size_choice']}")
         for output in result.outputs:
@@ -183,10 +185,19 @@ def print_summary(results) -> None:
     type=click.IntRange(min=1),
     help="Items per inference batch (default: picked by a short timed sweep, then remembered).",
 )
-@click.option("--runtime", type=click.Choice(runtime_names()))
+@click.option(
+    "--runtime",
+    type=click.Choice([*runtime_names(), "auto"]),
+    help="auto: the fastest runtime here whose fidelity passes (measured once, remembered).",
+)
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Fidelity floor for --runtime/--precision auto (default 0.99 against fp32).",
+)
 @click.option(
     "--precision",
-    type=click.Choice(all_precisions()),
+    type=click.Choice([*all_precisions(), "auto"]),
     help="bf16: torch runtimes on CPUs with native bf16 (AVX-512 BF16 / AMX).",
 )
 @click.option("--workers", type=int, help="Decode worker processes (0: decode inline).")
@@ -237,6 +248,7 @@ def extract_command(
     layers,
     batch_size,
     runtime,
+    min_cosine,
     precision,
     workers,
     output_format,
@@ -265,6 +277,7 @@ def extract_command(
         jpeg_draft=jpeg_draft,
         ort_provider=ort_provider,
         threads=threads,
+        min_cosine=min_cosine,
         pipelined=not sequential,
         progress=not no_progress,
     )

@@ -29,14 +29,14 @@ from ducho_fast.runtime.table import all_precisions, runtime_names
 
 def known_runtime(name: str | None) -> str | None:
     """A runtime of the runtime table (the CLI, the bench and this file read the same table)."""
-    if name is not None and name not in runtime_names():
-        raise ValueError(f"unknown runtime {name!r}; use one of {list(runtime_names())}")
+    if name is not None and name not in (*runtime_names(), "auto"):
+        raise ValueError(f"unknown runtime {name!r}; use auto or one of {list(runtime_names())}")
     return name
 
 
 def known_precision(name: str | None) -> str | None:
-    if name is not None and name not in all_precisions():
-        raise ValueError(f"unknown precision {name!r}; use one of {list(all_precisions())}")
+    if name is not None and name not in (*all_precisions(), "auto"):
+        raise ValueError(f"unknown precision {name!r}; use auto or one of {list(all_precisions())}")
     return name
 
 
@@ -178,6 +178,7 @@ class DuchoConfig(Strict):
     jpeg_draft: bool = False
     ort_provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     threads: int = Field(default=0, ge=0)  # inference intra-op threads; 0: every core
+    min_cosine: float = Field(default=0.99, gt=0, le=1)  # fidelity floor of runtime/precision auto
     cache_dir: str | None = None
 
 

@@ -21,6 +21,7 @@ from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item, Listing
+from ducho_fast.engine.autotune import AutoPick, planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
 from ducho_fast.models.spec import ModelRef
@@ -89,11 +90,12 @@ class DuchoPlanner:
         self.dataset = dataset if dataset.is_absolute() else (config_dir / dataset)
         self.fast = self.dataset / FAST_DIR
 
-    def choice(self, entry: ModelEntry) -> RuntimeChoice:
+    def choice(self, entry: ModelEntry) -> tuple[RuntimeChoice, AutoPick | None]:
         cache = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else None
-        return RuntimeChoice(
-            runtime=entry.runtime or self.config.runtime,
-            precision=entry.precision or self.config.precision,
+        return planned_choice(
+            entry.runtime or self.config.runtime,
+            entry.precision or self.config.precision,
+            self.config.min_cosine,
             cache_dir=cache,
             ort_provider=self.config.ort_provider,
             threads=self.config.threads,
@@ -103,10 +105,12 @@ class DuchoPlanner:
         modality = where.split("/", 1)[0]
         folder = model_folder(entry.model_name, modality)
         trees = {"ducho": out_root, "fast": self.fast / where}
+        choice, auto = self.choice(entry)
         return ModelTask(
             ref=model_ref(entry, kind, modality),
             label=folder,
-            choice=self.choice(entry),
+            choice=choice,
+            auto=auto,
             layer_dirs=layer_dirs(entry),
             roots={
                 sink: trees[get_sink(sink).layout] / entry.backend / folder

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
+from ducho_fast.engine.autotune import AutoPick
 from ducho_fast.engine.sinks import LayerOutput
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.runtime.table import RuntimeChoice
@@ -28,6 +29,7 @@ class ModelTask:
     layer_dirs: Mapping[str, str]  # graph output name (or "*") -> layer folder name
     roots: Mapping[str, Path]  # sink name -> <root>/<backend>/<model folder>
     fp16_storage: bool = False
+    auto: AutoPick | None = None  # runtime and/or precision left to measurement
 
     def output(self, graph_output: str) -> LayerOutput:
         """Where `graph_output` goes: `<root>/<layer>` for each sink."""

@@ -18,6 +18,7 @@ from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Failure, Listing, Shard
+from ducho_fast.engine.autotune import auto_choice
 from ducho_fast.engine.batch_sweep import SweepCache, choose_batch_size, sweep_key
 from ducho_fast.engine.executors import PreparedPass, get_executor
 from ducho_fast.engine.fusion import fuse, join_by_id
@@ -54,6 +55,7 @@ def fingerprint_hash(fingerprint: dict) -> str:
 def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
     timer = StageTimer()  # from the pass's start: model opening counts as start-up
     listing = task.list_items()
+    task, runtime_choices = measured_choices(task, listing, timer)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
     if known_size is not None:
@@ -69,6 +71,8 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
         get_executor(plan.executor).run(prepared, progress)
         result = finish_pass(task, prepared)
         result.metrics.update(batch_size=size, batch_size_choice=how)
+        if runtime_choices:
+            result.metrics["runtime_choice"] = "; ".join(runtime_choices)
         return result
     finally:
         if early is not None:
@@ -150,6 +154,25 @@ def start_decoding_early(
     batches = kind.batches(listing.items, feeds, shards, options, timer)
     reader = ReadAhead(batches, options.prefetch_batches, timer)
     return EarlyDecode(feeds, shards, options.batch_size, reader)
+
+
+def measured_choices(
+    task: PassTask, listing: Listing, timer: StageTimer
+) -> tuple[PassTask, list[str]]:
+    """Models whose runtime or precision is `auto` get the measured (or remembered) choice."""
+    if not any(model.auto for model in task.models):
+        return task, []
+    models, lines = [], []
+    with timer.stage("runtime_choice"):
+        for model in task.models:
+            if model.auto is None:
+                models.append(model)
+                continue
+            items = list(listing.items)
+            choice, line = auto_choice(model.ref, task.kind, model.choice, model.auto, items)
+            models.append(replace(model, choice=choice, auto=None))
+            lines.append(f"{model.label}: {line}")
+    return replace(task, models=tuple(models)), lines
 
 
 def prepare_pass(

@@ -8,6 +8,7 @@ graph; `resolve` hands it the one it needs. Heavy libraries are imported inside 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,13 @@ class RuntimeSpec:
     # Precisions this runtime reaches by itself from the fp32 artifact (OpenVINO's bf16 hint);
     # `resolve` gates each against fp32 before any item runs.
     reduced: tuple[str, ...] = ()
+    requires: str | None = None  # the module it imports (checked without importing it)
+
+    def unavailable(self) -> str | None:
+        """Why this runtime cannot run here, or None."""
+        if self.requires is not None and importlib.util.find_spec(self.requires) is None:
+            return f"{self.requires} is not installed"
+        return None
 
     def artifact_precision(self, precision: str) -> str:
         """The precision of the artifact this runtime runs for `precision`."""
@@ -147,11 +155,18 @@ register_runtime(
 )
 register_runtime(
     RuntimeSpec(
-        "onnxruntime", EXPORT_PRECISIONS, True, open_onnxruntime, "ONNX Runtime on the artifact"
+        "onnxruntime",
+        EXPORT_PRECISIONS,
+        True,
+        open_onnxruntime,
+        "ONNX Runtime on the artifact",
+        requires="onnxruntime",
     )
 )
 register_runtime(
-    RuntimeSpec("tensorrt", EXPORT_PRECISIONS, True, open_tensorrt, "TensorRT engines (GPU)")
+    RuntimeSpec(
+        "tensorrt", EXPORT_PRECISIONS, True, open_tensorrt, "TensorRT engines (GPU)", (), "tensorrt"
+    )
 )
 register_runtime(
     RuntimeSpec(
@@ -161,5 +176,6 @@ register_runtime(
         open_openvino,
         "OpenVINO on the artifact (bf16: its precision hint, gated against fp32)",
         reduced=("bf16",),
+        requires="openvino",
     )
 )
