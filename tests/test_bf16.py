@@ -41,5 +41,5 @@ def test_bf16_without_native_support_is_refused(tiny_clip, monkeypatch):
 
 
 def test_bf16_is_a_torch_precision(tiny_clip, tmp_path):
-    with pytest.raises(ConfigError, match=r"bf16 runs on \['torch', 'torch-compile'\]"):
+    with pytest.raises(ConfigError, match=r"not bf16; bf16 runs on \['torch', 'torch-compile'"):
         RuntimeChoice("onnxruntime", "bf16", cache_dir=tmp_path)

@@ -192,8 +192,8 @@ def write_texts(folder: Path) -> Path:
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown modality 'audio'; use one of \['image'"):
         modality("audio")
-    with pytest.raises(ConfigError, match="unknown runtime 'openvino'; use one of"):
-        runtime_spec("openvino")
+    with pytest.raises(ConfigError, match="unknown runtime 'tvm'; use one of"):
+        runtime_spec("tvm")
     with pytest.raises(ConfigError, match=r"unknown output format 'parquet'; use one of \['ducho'"):
         get_sink("parquet")
     with pytest.raises(ConfigError, match=r"unknown executor 'ray'; use one of \['local'"):
