@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.modalities import Feed, Modality, Sample, modality
 from ducho_fast.models.spec import ModelRef, Tower
 from ducho_fast.runtime.base import Session
-from ducho_fast.runtime.table import ArtifactGraph, EagerTower, RuntimeChoice
+from ducho_fast.runtime.table import RUNTIMES, ArtifactGraph, EagerTower, RuntimeChoice
 
 BF16_MIN_COSINE = 0.99
 REDUCED_MIN_COSINE = 0.99  # the gate of every precision a runtime reduces fp32 to
@@ -106,8 +107,9 @@ def open_artifact(
     target = ArtifactGraph(folder, manifest, kind)
     session = choice.spec.open(target, choice)
     feed = artifact_feed(folder, manifest, graph, index)
-    if choice.precision in choice.spec.reduced:
-        reference = choice.spec.open(target, replace(choice, precision="fp32"))
+    if choice.precision in choice.spec.gated:
+        check_graph(choice, graph, target)
+        reference = RUNTIMES.lookup("onnxruntime").open(target, reference_choice(graph, choice))
         cases = modality(kind).artifact_cases(feed, sample)
         check_reduced(choice, cases, reference, session)
     fingerprint = artifact_fingerprint(manifest, graph, choice)
@@ -115,11 +117,26 @@ def open_artifact(
     return OpenModel(session, modality(kind), feed, fingerprint, outputs)
 
 
+def reference_choice(graph: GraphInfo, choice: RuntimeChoice) -> RuntimeChoice:
+    return RuntimeChoice("onnxruntime", graph.precision, choice.threads, choice.cache_dir)
+
+
+def check_graph(choice: RuntimeChoice, graph: GraphInfo, target: ArtifactGraph) -> None:
+    """An artifact given by path must be the kind of graph this runtime needs."""
+    wanted = choice.spec.export_settings(choice.precision).get("int8_mode")
+    if wanted == "static" and graph.quantization != "static-qdq":
+        raise ConfigError(
+            f"{choice.runtime} int8 runs static (QDQ) int8 graphs; {target.folder} holds "
+            f"{graph.quantization}: export with --int8-mode static and --sample-images/texts"
+        )
+
+
 def check_reduced(
     choice: RuntimeChoice, cases: list[tuple[str, dict]], reference: Session, session: Session
 ) -> None:
-    """A precision the runtime reaches by itself keeps cosine >= 0.99 against the same
-    runtime at fp32 on every case; otherwise the run stops before any item, saying so."""
+    """A gated precision keeps cosine >= 0.99 against ONNX Runtime on the same artifact graph
+    (fp32, or the int8 graph the export validated) on every case; otherwise the run stops
+    before any item, saying so."""
     for case, inputs in cases:
         expected, got = reference.run(inputs), session.run(inputs)
         for name, array in expected.items():
@@ -127,8 +144,8 @@ def check_reduced(
             if worst < REDUCED_MIN_COSINE:
                 raise DuchoFastError(
                     f"{choice.runtime} {choice.precision} fails its fidelity gate ({case}, "
-                    f"{name}: min cosine {worst:.6f} < {REDUCED_MIN_COSINE} against fp32); "
-                    "keep fp32 for this model"
+                    f"{name}: min cosine {worst:.6f} < {REDUCED_MIN_COSINE} against ONNX "
+                    "Runtime on the same graph); keep fp32 for this model"
                 )
 
 
@@ -208,7 +225,8 @@ def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
     if is_artifact(ref.source):
         return Path(ref.source)
     precision = choice.spec.artifact_precision(choice.precision)
-    return choice.cache / "artifacts" / cache_key(ref, precision)
+    options = choice.spec.export_settings(choice.precision)
+    return choice.cache / "artifacts" / cache_key(ref, precision, options)
 
 
 def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE) -> Path:
@@ -228,11 +246,17 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPL
     from ducho_fast.exporter.api import ExportConfig, export  # imports torch: only when exporting
 
     precision = choice.spec.artifact_precision(choice.precision)
-    config = ExportConfig(replace(ref, task="auto"), folder, precision, sample=sample)  # type: ignore[arg-type]
+    options = choice.spec.export_settings(choice.precision)
+    if options.get("int8_mode") == "static" and not sample:
+        raise ConfigError(
+            f"{choice.runtime} int8 calibrates static int8 on your items, and none were given: "
+            "export it with --int8-mode static --sample-images/--sample-texts, or extract"
+        )
+    config = ExportConfig(replace(ref, task="auto"), folder, precision, sample=sample, **options)  # type: ignore[arg-type]
     return export(config)
 
 
-def cache_key(ref: ModelRef, precision: str) -> str:
+def cache_key(ref: ModelRef, precision: str, options: Mapping[str, str] | None = None) -> str:
     """Cheap key from the reference, its files' sizes and times, and the export options."""
     parts: dict[str, Any] = {
         "source": ref.source,
@@ -245,6 +269,8 @@ def cache_key(ref: ModelRef, precision: str) -> str:
         "family": ref.family,
         "normalization": ref.normalization,
     }
+    if options:  # export settings a runtime asks for (absent otherwise: keys stay as they were)
+        parts["export_options"] = dict(options)
     path = Path(ref.source)
     if path.exists():  # a local model: the same key however the path is spelled
         path = path.resolve()

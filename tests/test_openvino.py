@@ -99,3 +99,34 @@ def test_missing_openvino_says_how_to_install(tiny_clip, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(RuntimeUnavailableError, match="OpenVINO is not installed: install it"):
         open_model(ModelRef(str(tiny_clip)), "image", RuntimeChoice("openvino", "fp32"))
+
+
+def test_int8_runs_the_static_qdq_graph_calibrated_on_the_run(tiny_resnet, photos, tmp_path):
+    """OpenVINO int8 exports static QDQ on the run's own photos, runs it with int8 kernels
+    and is gated against ONNX Runtime on the same graph; fp32 stays the reference."""
+    features = {}
+    for precision in ("fp32", "int8"):
+        job = SingleModelJob(str(tiny_resnet), tmp_path / precision, images=photos, batch_size=3)
+        options = RunOptions(runtime="openvino", precision=precision, progress=False)
+        (result,) = extract_single(job, options)
+        assert result.succeeded == 6
+        folder = next((tmp_path / precision).rglob("features.npy")).parent
+        features[precision] = np.load(folder / "features.npy")
+        assert f'"precision": "{precision}"' in (folder / "manifest.json").read_text()
+    assert row_cosines(features["fp32"], features["int8"]).min() >= 0.99
+    assert not np.array_equal(features["fp32"], features["int8"])
+
+
+def test_int8_refuses_a_dynamic_int8_artifact(tiny_resnet, tmp_path):
+    from ducho_fast import ExportConfig, export
+
+    config = ExportConfig(ModelRef(str(tiny_resnet)), tmp_path / "dyn", precision="int8")
+    folder = export(config)
+    with pytest.raises(ConfigError, match="openvino int8 runs static \\(QDQ\\) int8 graphs"):
+        open_model(ModelRef(str(folder)), "image", RuntimeChoice("openvino", "int8"))
+
+
+def test_int8_without_items_to_calibrate_on_says_how(tiny_resnet, tmp_path, monkeypatch):
+    monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="calibrates static int8 on your items"):
+        open_model(ModelRef(str(tiny_resnet)), "image", RuntimeChoice("openvino", "int8"))

@@ -18,7 +18,8 @@ import numpy as np
 from ducho_fast.core.errors import RuntimeUnavailableError
 
 INSTALL_HINT = "install it with `pip install ducho-fast[cpu]` (or `pip install openvino`)"
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# int8: the static QDQ graph runs its quantized nodes in int8 and the rest in fp32.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def import_openvino() -> Any:

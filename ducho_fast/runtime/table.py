@@ -9,8 +9,8 @@ graph; `resolve` hands it the one it needs. Heavy libraries are imported inside 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,15 @@ class RuntimeSpec:
     needs_artifact: bool
     open: Callable[[Any, RuntimeChoice], Session]
     summary: str
-    # Precisions this runtime reaches by itself from the fp32 artifact (OpenVINO's bf16 hint);
-    # `resolve` gates each against fp32 before any item runs.
+    # Precisions this runtime reaches by itself from the fp32 artifact (OpenVINO's bf16 hint).
     reduced: tuple[str, ...] = ()
     requires: str | None = None  # the module it imports (checked without importing it)
+    # Precisions whose results `resolve` gates, before any item runs, against ONNX Runtime on
+    # the same artifact graph (what the export validated against eager).
+    gated: tuple[str, ...] = ()
+    # Export settings this runtime needs per precision (OpenVINO int8: static QDQ, which it
+    # runs with int8 kernels); part of the export cache key.
+    export_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here, or None."""
@@ -89,6 +94,9 @@ class RuntimeSpec:
     def artifact_precision(self, precision: str) -> str:
         """The precision of the artifact this runtime runs for `precision`."""
         return "fp32" if precision in self.reduced else precision
+
+    def export_settings(self, precision: str) -> dict[str, str]:
+        return dict(self.export_options.get(precision, {}))
 
 
 RUNTIMES: Table[RuntimeSpec] = Table("runtime", __name__)  # built-ins: at the end of this file
@@ -171,11 +179,13 @@ register_runtime(
 register_runtime(
     RuntimeSpec(
         "openvino",
-        ("fp32", "bf16"),
+        ("fp32", "bf16", "int8"),
         True,
         open_openvino,
-        "OpenVINO on the artifact (bf16: its precision hint, gated against fp32)",
+        "OpenVINO on the artifact (bf16: its precision hint; int8: static QDQ; both gated)",
         reduced=("bf16",),
         requires="openvino",
+        gated=("bf16", "int8"),
+        export_options={"int8": {"int8_mode": "static"}},
     )
 )
