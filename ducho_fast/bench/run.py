@@ -21,6 +21,7 @@ from ducho_fast.bench.machine import flops_per_item, machine_info, matmul_gflops
 from ducho_fast.core.errors import DuchoFastError
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.records import Item
+from ducho_fast.modalities import modality
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import OpenModel, open_model
 from ducho_fast.runtime.table import RuntimeChoice, runtime_spec
@@ -45,9 +46,12 @@ def unavailable(variant: Variant) -> str | None:
 
 
 def open_variants(
-    config: BenchConfig, kind: str, cache: Path, log: Log
+    config: BenchConfig, kind: str, cache: Path, log: Log, items: Sequence[Item] = ()
 ) -> tuple[dict[str, OpenModel], dict[str, str]]:
+    """Every variant this machine can open; exports made here validate (and calibrate static
+    int8) on a spread of the benchmark's items, as an extraction's exports do."""
     ref = ModelRef(config.model, task=kind, weights=config.weights)  # type: ignore[arg-type]
+    sample = modality(kind).export_sample(items)
     opened, skipped = {}, {}
     for variant in config.variants:
         reason = unavailable(variant)
@@ -55,7 +59,7 @@ def open_variants(
             log(f"  opening {variant.name} (exports on first use)")
             choice = RuntimeChoice(variant.runtime, variant.precision, cache_dir=cache)  # type: ignore[arg-type]
             try:
-                opened[variant.name] = open_model(ref, kind, choice)
+                opened[variant.name] = open_model(ref, kind, choice, 0, sample)
             except DuchoFastError as exc:
                 reason = f"{type(exc).__name__}: {exc}"
         if reason is not None:
@@ -255,7 +259,7 @@ def bench_kind(
         kind, config.images, config.texts, config.id_column, config.text_column, config.limit
     )
     log(f"{config.name} {kind}: {len(items)} items")
-    opened, skipped = open_variants(config, kind, cache, log)
+    opened, skipped = open_variants(config, kind, cache, log, items)
     reference = opened.get("torch:fp32") or open_model(  # fp32 eager: the fidelity reference
         ModelRef(config.model, task=kind, weights=config.weights),  # type: ignore[arg-type]
         kind,
