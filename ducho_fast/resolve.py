@@ -88,15 +88,8 @@ def check_bf16(tower: Tower, session: Session) -> None:
     reference = open_torch(eager_tower(tower), RuntimeChoice("torch", "fp32"))
     cases = validation_cases(tower)
     small = [(c, x) for c, x in cases if c.split(",")[0] in ("batch=1", "batch=3")]
-    for case, inputs in small:  # the export's cases at batch 1 and 3: seconds, not minutes
-        expected, got = reference.run(inputs), session.run(inputs)
-        for name, array in expected.items():
-            worst = float(row_cosines(array, got[name]).min())
-            if worst < BF16_MIN_COSINE:
-                raise DuchoFastError(
-                    f"bf16 fails its fidelity gate ({case}, {name}: min cosine {worst:.6f} "
-                    f"< {BF16_MIN_COSINE} against fp32); keep fp32 for this model"
-                )
+    # The export's cases at batch 1 and 3: seconds, not minutes.
+    fidelity_gate("bf16", small, reference, session, BF16_MIN_COSINE, "fp32")
 
 
 def open_artifact(
@@ -111,7 +104,8 @@ def open_artifact(
         check_graph(choice, graph, target)
         reference = RUNTIMES.lookup("onnxruntime").open(target, reference_choice(graph, choice))
         cases = modality(kind).artifact_cases(feed, sample)
-        check_reduced(choice, cases, reference, session)
+        what = f"{choice.runtime} {choice.precision}"
+        fidelity_gate(what, cases, reference, session, REDUCED_MIN_COSINE, "ONNX Runtime")
     fingerprint = artifact_fingerprint(manifest, graph, choice)
     outputs = tuple(o.name for o in graph.outputs)
     return OpenModel(session, modality(kind), feed, fingerprint, outputs)
@@ -131,21 +125,26 @@ def check_graph(choice: RuntimeChoice, graph: GraphInfo, target: ArtifactGraph) 
         )
 
 
-def check_reduced(
-    choice: RuntimeChoice, cases: list[tuple[str, dict]], reference: Session, session: Session
+def fidelity_gate(
+    what: str,
+    cases: list[tuple[str, dict]],
+    reference: Session,
+    session: Session,
+    floor: float,
+    against: str,
 ) -> None:
-    """A gated precision keeps cosine >= 0.99 against ONNX Runtime on the same artifact graph
-    (fp32, or the int8 graph the export validated) on every case; otherwise the run stops
-    before any item, saying so."""
+    """`session` keeps every output's minimum row cosine to `reference` at `floor` or more on
+    every case (bf16 against fp32; a runtime's gated precision against ONNX Runtime on the
+    same artifact graph, which the export validated); otherwise nothing runs, and the
+    message gives the numbers."""
     for case, inputs in cases:
         expected, got = reference.run(inputs), session.run(inputs)
         for name, array in expected.items():
             worst = float(row_cosines(array, got[name]).min())
-            if worst < REDUCED_MIN_COSINE:
+            if worst < floor:
                 raise DuchoFastError(
-                    f"{choice.runtime} {choice.precision} fails its fidelity gate ({case}, "
-                    f"{name}: min cosine {worst:.6f} < {REDUCED_MIN_COSINE} against ONNX "
-                    "Runtime on the same graph); keep fp32 for this model"
+                    f"{what} fails its fidelity gate ({case}, {name}: min cosine {worst:.6f} "
+                    f"< {floor} against {against}); keep fp32 for this model"
                 )
 
 

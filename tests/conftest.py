@@ -175,3 +175,17 @@ def five_photos(tmp_path, skimage_photos) -> Path:
     for photo in skimage_photos[:5]:
         (folder / photo.name).write_bytes(photo.read_bytes())
     return folder
+
+
+@pytest.fixture
+def jpeg_photos(tmp_path) -> Path:
+    """Six photo-like JPEGs (p0..p5, 120x90) built here: runs that need no real photos."""
+    from PIL import Image
+
+    from ducho_fast.modalities.image import synthetic_images
+
+    folder = tmp_path / "jpeg-photos"
+    folder.mkdir()
+    for index, pixels in enumerate(synthetic_images(6, (90, 120), seed=5)):
+        Image.fromarray(pixels).save(folder / f"p{index}.jpg", quality=92)
+    return folder

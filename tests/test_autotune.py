@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.errors import DuchoFastError
 from ducho_fast.engine import autotune
-from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.runtime.table import RUNTIMES, RuntimeChoice
 
@@ -24,15 +20,6 @@ def fake_rate(session, choice, inputs) -> float:
 
 
 @pytest.fixture
-def photos(tmp_path) -> list[Path]:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for index, pixels in enumerate(synthetic_images(4, (90, 120), seed=9)):
-        Image.fromarray(pixels).save(folder / f"p{index}.jpg", quality=92)
-    return folder
-
-
-@pytest.fixture
 def fake_rates(monkeypatch, tmp_path):
     monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(autotune, "time_candidate", fake_rate)
@@ -42,8 +29,8 @@ def openvino_here() -> bool:
     return RUNTIMES["openvino"].unavailable() is None
 
 
-def test_auto_takes_the_fastest_that_keeps_fidelity(tiny_clip, photos, tmp_path, fake_rates):
-    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=photos, batch_size=2)
+def test_auto_takes_the_fastest_that_keeps_fidelity(tiny_clip, jpeg_photos, tmp_path, fake_rates):
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=jpeg_photos, batch_size=2)
     options = RunOptions(runtime="auto", precision="auto", progress=False, workers=0)
     (result,) = extract_single(job, options)
     line = result.metrics["runtime_choice"]
@@ -53,8 +40,8 @@ def test_auto_takes_the_fastest_that_keeps_fidelity(tiny_clip, photos, tmp_path,
     assert '"runtime": "onnxruntime"' in manifest and '"precision": "int8"' in manifest
 
 
-def test_a_fidelity_floor_rules_out_reduced_precisions(tiny_clip, photos, fake_rates):
-    items = [autotune.Item(p.stem, str(p)) for p in sorted(photos.iterdir())]
+def test_a_fidelity_floor_rules_out_reduced_precisions(tiny_clip, jpeg_photos, fake_rates):
+    items = [autotune.Item(p.stem, str(p)) for p in sorted(jpeg_photos.iterdir())]
     pick = autotune.AutoPick(min_cosine=0.9999999)
     model = ModelRef(str(tiny_clip))
     choice, _ = autotune.auto_choice(model, "image", RuntimeChoice(), pick, items)
@@ -64,8 +51,10 @@ def test_a_fidelity_floor_rules_out_reduced_precisions(tiny_clip, photos, fake_r
     assert (again.runtime, again.precision) == expected and remembered.endswith("(remembered)")
 
 
-def test_no_candidate_above_the_floor_is_an_error_with_the_figures(tiny_clip, photos, fake_rates):
-    items = [autotune.Item(p.stem, str(p)) for p in sorted(photos.iterdir())]
+def test_no_candidate_above_the_floor_is_an_error_with_the_figures(
+    tiny_clip, jpeg_photos, fake_rates
+):
+    items = [autotune.Item(p.stem, str(p)) for p in sorted(jpeg_photos.iterdir())]
     pick = autotune.AutoPick(runtime="onnxruntime", precision="int8", min_cosine=0.99999999)
     with pytest.raises(DuchoFastError, match=r"no runtime x precision reaches cosine .*int8: 300"):
         autotune.auto_choice(ModelRef(str(tiny_clip)), "image", RuntimeChoice(), pick, items)

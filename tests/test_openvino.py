@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ducho_fast import resolve
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
 from ducho_fast.core.fidelity import row_cosines
-from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.modalities.text import synthetic_texts
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import open_model
@@ -24,15 +22,6 @@ native_bf16 = pytest.mark.skipif(
     "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
     reason="this CPU has no native bf16 (OpenVINO refuses bf16 here, tested below)",
 )
-
-
-@pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for index, pixels in enumerate(synthetic_images(6, (100, 140), seed=5)):
-        Image.fromarray(pixels).save(folder / f"p{index}.jpg", quality=92)
-    return folder
 
 
 def outputs(kind: str, runtime: str, precision: str, model: Path) -> tuple[np.ndarray, object]:
@@ -66,10 +55,10 @@ def test_bf16_below_its_gate_is_refused(tiny_clip, monkeypatch):
         open_model(ModelRef(str(tiny_clip)), "text", RuntimeChoice("openvino", "bf16"))
 
 
-def test_extraction_on_openvino_equals_onnxruntime(tiny_clip, photos, tmp_path):
+def test_extraction_on_openvino_equals_onnxruntime(tiny_clip, jpeg_photos, tmp_path):
     features = {}
     for runtime in ("onnxruntime", "openvino"):
-        job = SingleModelJob(str(tiny_clip), tmp_path / runtime, images=photos, batch_size=4)
+        job = SingleModelJob(str(tiny_clip), tmp_path / runtime, images=jpeg_photos, batch_size=4)
         (result,) = extract_single(job, RunOptions(runtime=runtime, progress=False))
         assert result.succeeded == 6
         folder = next((tmp_path / runtime).rglob("features.npy")).parent
@@ -79,8 +68,8 @@ def test_extraction_on_openvino_equals_onnxruntime(tiny_clip, photos, tmp_path):
 
 
 @native_bf16
-def test_bf16_output_is_never_mixed_with_fp32(tiny_clip, photos, tmp_path):
-    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=photos, batch_size=4)
+def test_bf16_output_is_never_mixed_with_fp32(tiny_clip, jpeg_photos, tmp_path):
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=jpeg_photos, batch_size=4)
     extract_single(job, RunOptions(runtime="openvino", progress=False))
     with pytest.raises(ConfigError, match="different configuration"):
         extract_single(job, RunOptions(runtime="openvino", precision="bf16", progress=False))
@@ -101,12 +90,14 @@ def test_missing_openvino_says_how_to_install(tiny_clip, monkeypatch):
         open_model(ModelRef(str(tiny_clip)), "image", RuntimeChoice("openvino", "fp32"))
 
 
-def test_int8_runs_the_static_qdq_graph_calibrated_on_the_run(tiny_resnet, photos, tmp_path):
-    """OpenVINO int8 exports static QDQ on the run's own photos, runs it with int8 kernels
+def test_int8_runs_the_static_qdq_graph_calibrated_on_the_run(tiny_resnet, jpeg_photos, tmp_path):
+    """OpenVINO int8 exports static QDQ on the run's own jpeg_photos, runs it with int8 kernels
     and is gated against ONNX Runtime on the same graph; fp32 stays the reference."""
     features = {}
     for precision in ("fp32", "int8"):
-        job = SingleModelJob(str(tiny_resnet), tmp_path / precision, images=photos, batch_size=3)
+        job = SingleModelJob(
+            str(tiny_resnet), tmp_path / precision, images=jpeg_photos, batch_size=3
+        )
         options = RunOptions(runtime="openvino", precision=precision, progress=False)
         (result,) = extract_single(job, options)
         assert result.succeeded == 6

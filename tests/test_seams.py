@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.config import load_config
@@ -20,7 +19,6 @@ from ducho_fast.engine.executors import EXECUTORS, PreparedPass, get_executor
 from ducho_fast.engine.pipeline import ShardAssembler, infer
 from ducho_fast.engine.sinks import SINKS, get_sink, sinks_for
 from ducho_fast.modalities import MODALITIES, modality, register
-from ducho_fast.modalities.image import synthetic_images
 from ducho_fast.runner import extract_plan
 from ducho_fast.runtime.onnxruntime import OrtOptions, OrtSession
 from ducho_fast.runtime.table import (
@@ -82,15 +80,6 @@ class InlineExecutor:
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def photo_folder(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for index, pixels in enumerate(synthetic_images(5, (90, 120), seed=3)):
-        Image.fromarray(pixels).save(folder / f"item{index}.jpg", quality=90)
-    return folder
-
-
 def compact(out: Path) -> tuple[list[str], np.ndarray]:
     folder = next(out.rglob("features.npy")).parent
     return (folder / "ids.txt").read_text().split(), np.load(folder / "features.npy")
@@ -99,9 +88,9 @@ def compact(out: Path) -> tuple[list[str], np.ndarray]:
 # --- the seams --------------------------------------------------------------------------------
 
 
-def test_a_new_sink_is_one_module_and_one_entry(tiny_clip, photo_folder, tmp_path, monkeypatch):
+def test_a_new_sink_is_one_module_and_one_entry(tiny_clip, jpeg_photos, tmp_path, monkeypatch):
     monkeypatch.setitem(SINKS, "tsv", TsvSink())
-    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=photo_folder, batch_size=2)
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=jpeg_photos, batch_size=2)
     extract_single(job, RunOptions(output_format="compact,tsv", progress=False, workers=0))
     ids, features = compact(tmp_path / "out")
     lines = next((tmp_path / "out").rglob("features.tsv")).read_text().split("\n")[:-1]
@@ -110,15 +99,15 @@ def test_a_new_sink_is_one_module_and_one_entry(tiny_clip, photo_folder, tmp_pat
     np.testing.assert_array_equal(parsed.astype(np.float32), features)
 
 
-def test_a_new_runtime_is_one_module_and_one_entry(tiny_clip, photo_folder, tmp_path, monkeypatch):
+def test_a_new_runtime_is_one_module_and_one_entry(tiny_clip, jpeg_photos, tmp_path, monkeypatch):
     spec = RuntimeSpec("ort-1", EXPORT_PRECISIONS, True, open_single_thread_ort, "toy")
     monkeypatch.setitem(RUNTIMES, "ort-1", spec)
     features = {}
     for runtime in ("onnxruntime", "ort-1"):
-        job = SingleModelJob(str(tiny_clip), tmp_path / runtime, images=photo_folder)
+        job = SingleModelJob(str(tiny_clip), tmp_path / runtime, images=jpeg_photos)
         options = RunOptions(runtime=runtime, progress=False, workers=0)
         (result,) = extract_single(replace(job, batch_size=2), options)
-        assert result.succeeded == 5
+        assert result.succeeded == 6
         features[runtime] = compact(tmp_path / runtime)
         manifest = next((tmp_path / runtime).rglob("manifest.json")).read_text()
         assert f'"runtime": "{runtime}"' in manifest
@@ -126,13 +115,13 @@ def test_a_new_runtime_is_one_module_and_one_entry(tiny_clip, photo_folder, tmp_
     np.testing.assert_allclose(features["onnxruntime"][1], features["ort-1"][1], atol=1e-5)
 
 
-def test_a_new_executor_is_one_module_and_one_entry(tiny_clip, photo_folder, tmp_path, monkeypatch):
+def test_a_new_executor_is_one_module_and_one_entry(tiny_clip, jpeg_photos, tmp_path, monkeypatch):
     inline = InlineExecutor()
     monkeypatch.setitem(EXECUTORS, "inline", inline)
     runs = {}
     for executor in ("inline", "local"):
         dataset = tmp_path / executor
-        plan = build_plan(load_config(visual_config(dataset, photo_folder, tiny_clip)), dataset)
+        plan = build_plan(load_config(visual_config(dataset, jpeg_photos, tiny_clip)), dataset)
         extract_plan(replace(plan, executor=executor), progress=False)
         runs[executor] = compact(dataset / "ducho-fast")
     assert inline.passes == ["visual/items"]
@@ -158,7 +147,7 @@ def visual_config(dataset: Path, photos: Path, model: Path) -> Path:
     return path
 
 
-def test_plans_are_picklable_for_other_processes(tiny_clip, photo_folder, tmp_path):
+def test_plans_are_picklable_for_other_processes(tiny_clip, jpeg_photos, tmp_path):
     config = {
         "dataset_path": str(tmp_path),
         "textual": {
