@@ -135,7 +135,10 @@ def measure(
         try:
             opened = open_model(ref, kind, choice, 0, sample)
         except DuchoFastError as exc:
-            results.append(Measured(runtime, precision, None, None, f"{type(exc).__name__}"))
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            results.append(
+                Measured(runtime, precision, None, None, first_line or type(exc).__name__)
+            )
             continue
         got = [opened.session.run(inputs) for _, inputs in cases]
         cosine = min(
