@@ -16,9 +16,9 @@ from PIL import Image
 from ducho_fast.artifact.manifest import Manifest, read_manifest
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.modalities import Feed, modality
-from ducho_fast.resolve import artifact_feed
+from ducho_fast.resolve import OpenModel, open_artifact
 from ducho_fast.runtime.base import Session
-from ducho_fast.runtime.table import ArtifactGraph, RuntimeChoice
+from ducho_fast.runtime.table import RuntimeChoice
 
 ImageInput = str | Path | Image.Image
 
@@ -30,20 +30,21 @@ class Encoder:
         self.folder = folder
         self.manifest = manifest
         self.choice = choice
-        self._sessions: dict[str, Session] = {}
-        self._feeds: dict[str, Feed] = {}
+        self._opened: dict[str, OpenModel] = {}
+
+    def opened(self, graph: str) -> OpenModel:
+        """The graph opened as extraction opens it: precision checked, gated where the runtime
+        reduces precision itself."""
+        if graph not in self._opened:
+            self.manifest.graph(graph)  # an unknown graph names the known ones
+            self._opened[graph] = open_artifact(self.folder, graph, self.choice)
+        return self._opened[graph]
 
     def session(self, graph: str) -> Session:
-        if graph not in self._sessions:
-            target = ArtifactGraph(self.folder, self.manifest, graph)
-            self._sessions[graph] = self.choice.spec.open(target, self.choice)
-        return self._sessions[graph]
+        return self.opened(graph).session
 
     def feed(self, graph: str) -> Feed:
-        if graph not in self._feeds:
-            info = self.manifest.graph(graph)
-            self._feeds[graph] = artifact_feed(self.folder, self.manifest, info, 0)
-        return self._feeds[graph]
+        return self.opened(graph).feed
 
     def encode(
         self, kind: str, payloads: Sequence[Any], batch_size: int, output: str | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 from ducho_fast.artifact.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
 from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
-from ducho_fast.core.fidelity import row_cosines
+from ducho_fast.core.fidelity import worst_cosine
 from ducho_fast.modalities import Feed, Modality, Sample, modality
 from ducho_fast.models.spec import ModelRef, Tower
 from ducho_fast.runtime.base import Session
@@ -96,6 +96,12 @@ def open_artifact(
     folder: Path, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
 ) -> OpenModel:
     manifest = read_manifest(folder)
+    wanted = choice.spec.artifact_precision(choice.precision)
+    if manifest.precision != wanted:
+        raise ConfigError(
+            f"artifact {folder} is {manifest.precision}, but {choice.runtime} "
+            f"{choice.precision} runs a {wanted} artifact"
+        )
     graph = manifest.graph(kind)
     target = ArtifactGraph(folder, manifest, kind)
     session = choice.spec.open(target, choice)
@@ -140,8 +146,8 @@ def fidelity_gate(
     for case, inputs in cases:
         expected, got = reference.run(inputs), session.run(inputs)
         for name, array in expected.items():
-            worst = float(row_cosines(array, got[name]).min())
-            if worst < floor:
+            worst = worst_cosine(array, got[name])
+            if not worst >= floor:  # NaN (a non-finite output) fails too
                 raise DuchoFastError(
                     f"{what} fails its fidelity gate ({case}, {name}: min cosine {worst:.6f} "
                     f"< {floor} against {against}); keep fp32 for this model"

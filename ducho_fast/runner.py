@@ -238,7 +238,8 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
         for sink_name, folder in output.folders.items():
             reader = lambda name=output.name: store.read_features(name, shards)  # noqa: E731
             get_sink(sink_name).finalize(folder, ids, reader, record, output.fp16)
-        written += list(output.folders.values())[:1]
+        folders = output.folders
+        written += [folders.get("compact") or next(iter(folders.values()))] if folders else []
     return PassResult(task.name, len(ids) + len(failures), len(ids), failures, metrics, written)
 
 

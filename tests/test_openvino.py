@@ -121,3 +121,28 @@ def test_int8_without_items_to_calibrate_on_says_how(tiny_resnet, tmp_path, monk
     monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="calibrates static int8 on your items"):
         open_model(ModelRef(str(tiny_resnet)), "image", RuntimeChoice("openvino", "int8"))
+
+
+def test_gates_refuse_nan_and_one_sided_zero_rows():
+    from ducho_fast.core.fidelity import row_cosines, worst_cosine
+
+    good = np.array([[1.0, 2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(row_cosines(good, good), [1.0, 1.0])  # both-zero rows: equal
+    assert row_cosines(good, np.zeros((2, 2)))[0] == 0.0  # one side zero: not equal
+    broken = np.array([[np.nan, 1.0], [0.0, 0.0]])
+    assert np.isnan(worst_cosine(good, broken))
+    assert not worst_cosine(good, broken) >= 0.99
+
+
+def test_load_runs_what_was_asked_or_refuses(tiny_clip, jpeg_photos):
+    import ducho_fast
+    from ducho_fast.resolve import artifact_folder
+
+    open_model(ModelRef(str(tiny_clip)), "image", RuntimeChoice())  # exports the fp32 artifact
+    folder = artifact_folder(ModelRef(str(tiny_clip)), RuntimeChoice())
+    photos = sorted(jpeg_photos.iterdir())
+    fp32 = ducho_fast.load(folder).encode_images(photos)
+    on_openvino = ducho_fast.load(folder, RuntimeChoice("openvino", "fp32")).encode_images(photos)
+    assert row_cosines(fp32, on_openvino).min() >= 0.9999
+    with pytest.raises(ConfigError, match="is fp32, but onnxruntime int8 runs a int8 artifact"):
+        ducho_fast.load(folder, RuntimeChoice("onnxruntime", "int8")).encode_images(photos)

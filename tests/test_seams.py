@@ -197,3 +197,22 @@ def test_a_runtime_choice_names_where_a_precision_runs():
         RuntimeChoice("torch", "int8")
     assert RuntimeChoice("onnxruntime", "int8").spec.needs_artifact
     assert not RuntimeChoice("torch", "bf16").spec.needs_artifact
+
+
+def test_a_sink_added_or_emptied_on_a_rerun_is_filled_from_the_engine(
+    tiny_clip, jpeg_photos, tmp_path
+):
+    """Resuming a finished run with another sink, or after its folder was deleted, writes
+    every committed item there (from the engine's features), never a silent empty folder."""
+    import shutil
+
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=jpeg_photos, batch_size=4)
+    extract_single(job, RunOptions(output_format="compact", progress=False, workers=0))
+    extract_single(job, RunOptions(output_format="both", progress=False, workers=0))
+    ids, features = compact(tmp_path / "out")
+    ducho = next((tmp_path / "out" / "ducho").rglob("p0.npy")).parent
+    assert sorted(p.stem for p in ducho.glob("*.npy")) == sorted(ids)
+    shutil.rmtree(ducho)
+    extract_single(job, RunOptions(output_format="both", progress=False, workers=0))
+    for row, item in enumerate(ids):
+        np.testing.assert_array_equal(np.load(ducho / f"{item}.npy"), features[row : row + 1])

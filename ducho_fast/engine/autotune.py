@@ -13,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ducho_fast.core.errors import DuchoFastError
-from ducho_fast.core.fidelity import row_cosines
+from ducho_fast.core.fidelity import worst_cosine
 from ducho_fast.core.io import atomic_json
 from ducho_fast.core.machine import machine_key
 from ducho_fast.core.records import Item
 from ducho_fast.engine.batch_sweep import items_per_second
-from ducho_fast.modalities import modality
+from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import cache_key, open_model
 from ducho_fast.runtime.table import RUNTIMES, RuntimeChoice
@@ -101,6 +102,7 @@ def auto_choice(
         return chosen, f"{remembered['describe']} (remembered)"
     measured = measure(ref, kind, base, pick, candidates, items)
     passing = [m for m in measured if m.skipped is None and m.min_cosine >= pick.min_cosine]
+    # (NaN never passes: `nan >= floor` is False.)
     if not passing:
         figures = "; ".join(m.describe() for m in measured)
         raise DuchoFastError(f"no runtime x precision reaches cosine {pick.min_cosine}: {figures}")
@@ -125,7 +127,8 @@ def measure(
     kind_of = modality(kind)
     sample = kind_of.export_sample(items)
     reference_runtime = next((r for r, p in candidates if p == "fp32"), "onnxruntime")
-    reference = open_model(ref, kind, replace(base, runtime=reference_runtime, precision="fp32"))
+    fp32 = replace(base, runtime=reference_runtime, precision="fp32")
+    reference = open_model(ref, kind, fp32, 0, sample)
     cases = kind_of.artifact_cases(reference.feed, sample)
     expected = [reference.session.run(inputs) for _, inputs in cases]
     timing_inputs = kind_of.sweep_inputs(reference.feed, items)(TIMING_BATCH)
@@ -133,22 +136,32 @@ def measure(
     for runtime, precision in candidates:
         choice = replace(base, runtime=runtime, precision=precision)
         try:
-            opened = open_model(ref, kind, choice, 0, sample)
-        except DuchoFastError as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            results.append(
-                Measured(runtime, precision, None, None, first_line or type(exc).__name__)
-            )
-            continue
-        got = [opened.session.run(inputs) for _, inputs in cases]
-        cosine = min(
-            float(row_cosines(want[name], have[name]).min())
-            for want, have in zip(expected, got, strict=True)
-            for name in want
-        )
-        rate = time_candidate(opened.session, choice, timing_inputs)
-        results.append(Measured(runtime, precision, rate, cosine))
+            results.append(measure_one(ref, kind, choice, sample, cases, expected, timing_inputs))
+        except Exception as exc:  # any candidate that cannot open or run is skipped, saying why
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            results.append(Measured(runtime, precision, None, None, reason.rstrip(": ")))
     return results
+
+
+def measure_one(
+    ref: ModelRef,
+    kind: str,
+    choice: RuntimeChoice,
+    sample: Sample,
+    cases: list[tuple[str, dict]],
+    expected: list[dict],
+    timing_inputs: dict,
+) -> Measured:
+    opened = open_model(ref, kind, choice, 0, sample)
+    got = [opened.session.run(inputs) for _, inputs in cases]
+    cosines = [
+        worst_cosine(want[name], have[name])
+        for want, have in zip(expected, got, strict=True)
+        for name in want
+    ]
+    cosine = float("nan") if any(math.isnan(c) for c in cosines) else min(cosines)
+    rate = time_candidate(opened.session, choice, timing_inputs)
+    return Measured(choice.runtime, choice.precision, rate, cosine)
 
 
 def time_candidate(session: Any, choice: RuntimeChoice, inputs: dict) -> float:

@@ -9,6 +9,7 @@ blob by the model, the device and these settings), so a second run skips compila
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ def import_openvino() -> Any:
     except ImportError as exc:
         raise RuntimeUnavailableError(f"OpenVINO is not installed: {INSTALL_HINT}") from exc
     return openvino
+
+
+def writable_dir(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def compile_config(precision: str, threads: int) -> dict[str, str]:
@@ -60,8 +69,7 @@ class OpenVinoSession:
             precision == "bf16"
         ):
             raise RuntimeUnavailableError("this CPU has no native bf16 instructions; use fp32")
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
+        if cache_dir is not None and writable_dir(cache_dir):  # else: compile every time
             core.set_property({"CACHE_DIR": str(cache_dir)})
         self.precision = precision
         self.compiled = core.compile_model(

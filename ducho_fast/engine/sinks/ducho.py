@@ -11,10 +11,14 @@ from ducho_fast.core.io import atomic_bytes, npy_bytes
 from ducho_fast.engine.sinks.base import ReadShards
 
 
+def item_file(folder: Path, item_id: str) -> Path:
+    return folder / f"{item_id}.npy"
+
+
 def write_per_item(folder: Path, ids: Sequence[str], array: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for row, item_id in enumerate(ids):
-        atomic_bytes(folder / f"{item_id}.npy", npy_bytes(array[row : row + 1]))
+        atomic_bytes(item_file(folder, item_id), npy_bytes(array[row : row + 1]))
 
 
 class DuchoSink:
@@ -27,4 +31,17 @@ class DuchoSink:
     def finalize(
         self, folder: Path, ids: Sequence[str], read_shards: ReadShards, manifest: dict, fp16: bool
     ) -> None:
-        folder.mkdir(parents=True, exist_ok=True)  # every item was written as it committed
+        """Items are written as their shard commits; here any committed item whose file is
+        missing (the folder was deleted, or this sink was added on a rerun) is written from
+        the engine's copy, so a resumed run never leaves Ducho's layout short."""
+        folder.mkdir(parents=True, exist_ok=True)
+        offset = 0
+        for array in read_shards():
+            shard_ids = ids[offset : offset + len(array)]
+            offset += len(array)
+            missing = [
+                i for i, item in enumerate(shard_ids) if not (folder / f"{item}.npy").exists()
+            ]
+            if missing:
+                rows = np.asarray(array)[missing].astype(np.float32)
+                write_per_item(folder, [shard_ids[i] for i in missing], rows)
