@@ -74,9 +74,11 @@ class Encoder:
 
 
 def load(artifact_dir: str | Path, choice: RuntimeChoice | None = None) -> Encoder:
-    """Open a validated artifact; refuses a folder whose files changed since export."""
-    choice = choice or RuntimeChoice()
+    """Open a validated artifact (by default on ONNX Runtime at the artifact's precision);
+    refuses a folder whose files changed since export."""
+    folder = Path(artifact_dir)
+    manifest = read_manifest(folder)
+    choice = choice or RuntimeChoice("onnxruntime", manifest.precision)  # what it was made for
     if not choice.spec.needs_artifact:
         raise ConfigError(f"load() runs an exported artifact; {choice.runtime} runs eager models")
-    folder = Path(artifact_dir)
-    return Encoder(folder, read_manifest(folder), choice)
+    return Encoder(folder, manifest, choice)
