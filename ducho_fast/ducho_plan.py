@@ -50,7 +50,9 @@ def model_ref(entry: ModelEntry, kind: str, modality: str) -> ModelRef:
         return torch_model_ref(entry, task)
     layers = tuple(layer for layer in entry.layers if not layer.isdigit())
     family = "hf_text" if modality == "textual" and entry.backend == "transformers" else "auto"
-    return ModelRef(entry.model_name, task=task, layers=layers, family=family)  # type: ignore[arg-type]
+    # Ducho's visual_textual saves `CLIPModel.forward`'s embeddings, which have unit length.
+    unit = modality == "visual_textual"
+    return ModelRef(entry.model_name, task=task, layers=layers, family=family, l2_normalize=unit)  # type: ignore[arg-type]
 
 
 def torch_model_ref(entry: ModelEntry, task: str) -> ModelRef:

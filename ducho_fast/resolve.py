@@ -276,6 +276,8 @@ def cache_key(ref: ModelRef, precision: str, options: Mapping[str, str] | None =
     }
     if options:  # export settings a runtime asks for (absent otherwise: keys stay as they were)
         parts["export_options"] = dict(options)
+    if ref.l2_normalize:
+        parts["l2_normalize"] = True
     path = Path(ref.source)
     if path.exists():  # a local model: the same key however the path is spelled
         path = path.resolve()

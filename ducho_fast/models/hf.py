@@ -124,6 +124,17 @@ def _text_embeds_unmasked(body: nn.Module, input_ids, attention_mask) -> tuple[t
     return (body.get_text_features(input_ids=input_ids),)
 
 
+class UnitLength:
+    """The embeddings divided by their L2 norm, exactly as `CLIPModel.forward` (and SigLIP's)
+    computes its `image_embeds` / `text_embeds`."""
+
+    def __init__(self, compute):
+        self.compute = compute
+
+    def __call__(self, body: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t / t.norm(p=2, dim=-1, keepdim=True) for t in self.compute(body, *inputs))
+
+
 @register_family("dual_encoder", _is_dual_encoder, "CLIP/SigLIP image and text towers")
 def load_dual_encoder(ref: ModelRef, path: Path | None) -> LoadedModel:
     from transformers import AutoModel, AutoTokenizer
@@ -132,13 +143,11 @@ def load_dual_encoder(ref: ModelRef, path: Path | None) -> LoadedModel:
     model_type = read_config(path)["model_type"]
     model = AutoModel.from_pretrained(path, attn_implementation="eager")
     towers = []
+    unit = UnitLength if ref.l2_normalize else (lambda compute: compute)
     if ref.task in ("auto", "image", "image-text"):
         spec = image_spec_from_processor(load_image_processor(path))
-        towers.append(
-            Tower(
-                "image", ImageTower(spec, model, _image_embeds), ("image_embeds",), preprocess=spec
-            )
-        )
+        module = ImageTower(spec, model, unit(_image_embeds))
+        towers.append(Tower("image", module, ("image_embeds",), preprocess=spec))
     if ref.task in ("auto", "text", "image-text"):
         tokenizer = AutoTokenizer.from_pretrained(path)
         padding = DUAL_ENCODERS[model_type]
@@ -147,7 +156,7 @@ def load_dual_encoder(ref: ModelRef, path: Path | None) -> LoadedModel:
         towers.append(
             Tower(
                 "text",
-                TextTower(model, compute),
+                TextTower(model, unit(compute)),
                 ("text_embeds",),
                 preprocess=TextPreprocessSpec(max_length=max_length, padding=padding),  # type: ignore[arg-type]
                 processor=tokenizer,

@@ -34,6 +34,9 @@ class ModelRef:
     std: tuple[float, float, float] = IMAGENET_STD
     normalization: str = "zscore"
     family: str = "auto"  # or a registered family name, e.g. `hf_text` for Ducho's transformers
+    # Dual encoders: embeddings of unit length, as `CLIPModel.forward` returns them (Ducho's
+    # visual_textual values); otherwise the projected features (`get_image_features`).
+    l2_normalize: bool = False
 
 
 @dataclass(frozen=True, eq=False)
