@@ -23,8 +23,7 @@ from ducho_fast.models.spec import ModelRef, Tower
 from ducho_fast.runtime.base import Session
 from ducho_fast.runtime.table import RUNTIMES, ArtifactGraph, EagerTower, RuntimeChoice
 
-BF16_MIN_COSINE = 0.99
-REDUCED_MIN_COSINE = 0.99  # the gate of every precision a runtime reduces fp32 to
+REDUCED_MIN_COSINE = 0.99  # the gate of every reduced precision (bf16, runtime-made int8)
 NO_SAMPLE = Sample()
 
 
@@ -89,7 +88,7 @@ def check_bf16(tower: Tower, session: Session) -> None:
     cases = validation_cases(tower)
     small = [(c, x) for c, x in cases if c.split(",")[0] in ("batch=1", "batch=3")]
     # The export's cases at batch 1 and 3: seconds, not minutes.
-    fidelity_gate("bf16", small, reference, session, BF16_MIN_COSINE, "fp32")
+    fidelity_gate("bf16", small, reference, session, REDUCED_MIN_COSINE, "fp32")
 
 
 def open_artifact(
@@ -237,14 +236,7 @@ def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
 def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE) -> Path:
     """The artifact to run: the source itself, or a cached export keyed by fingerprint."""
     if is_artifact(ref.source):
-        manifest: Manifest = read_manifest(Path(ref.source), verify_hashes=False)
-        wanted = choice.spec.artifact_precision(choice.precision)
-        if manifest.precision != wanted:
-            raise ConfigError(
-                f"artifact {ref.source} is {manifest.precision}, but {choice.runtime} "
-                f"{choice.precision} runs a {wanted} artifact"
-            )
-        return Path(ref.source)
+        return Path(ref.source)  # opening it checks its precision (open_artifact)
     folder = artifact_folder(ref, choice)
     if (folder / MANIFEST_NAME).is_file():
         return folder
@@ -284,12 +276,7 @@ def cache_key(ref: ModelRef, precision: str, options: Mapping[str, str] | None =
         parts["source"] = str(path)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         parts["files"] = [
-            [
-                f.name if f == path else str(f.relative_to(path)),
-                f.stat().st_size,
-                f.stat().st_mtime_ns,
-            ]
-            for f in files
+            [relative(f, path), f.stat().st_size, f.stat().st_mtime_ns] for f in files
         ]
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return f"{path.name or 'model'}-{precision}-{digest}"

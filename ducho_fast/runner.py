@@ -10,7 +10,6 @@ shard; fusion reads the passes' committed features, never a sink's files.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,10 +45,6 @@ class PassResult:
     failures: list[Failure]
     metrics: dict
     outputs: list[Path]
-
-
-def fingerprint_hash(fingerprint: dict) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:

@@ -71,7 +71,6 @@ class OpenVinoSession:
             raise RuntimeUnavailableError("this CPU has no native bf16 instructions; use fp32")
         if cache_dir is not None and writable_dir(cache_dir):  # else: compile every time
             core.set_property({"CACHE_DIR": str(cache_dir)})
-        self.precision = precision
         self.compiled = core.compile_model(
             str(model_path), "CPU", compile_config(precision, threads)
         )

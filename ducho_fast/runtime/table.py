@@ -173,7 +173,12 @@ register_runtime(
 )
 register_runtime(
     RuntimeSpec(
-        "tensorrt", EXPORT_PRECISIONS, True, open_tensorrt, "TensorRT engines (GPU)", (), "tensorrt"
+        "tensorrt",
+        EXPORT_PRECISIONS,
+        True,
+        open_tensorrt,
+        "TensorRT engines (GPU)",
+        requires="tensorrt",
     )
 )
 register_runtime(
