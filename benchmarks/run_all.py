@@ -2,9 +2,11 @@
 
 Builds what cannot be downloaded here (a ViT-B/32-sized CLIP with random weights; ResNet-50
 with seeded random weights) and runs `run_bench` per suite; results go to
-benchmarks/results/<machine>/<suite>.{json,md,png}.
+benchmarks/results/<machine>-<time>/<suite>.{json,md,png}
+(a fresh folder per run, so committed figures are never overwritten). Needs ../shared/data.
+The peers suites need the `peers` extra (pip install -e '.[peers]').
 
-    .venv/bin/python benchmarks/run_all.py [--suites clip-hm,minilm,resnet50,clip-fashion]
+    .venv/bin/python benchmarks/run_all.py [--suites peers-minilm,peers-clip] [--output DIR]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 from ducho_fast.bench import BenchConfig, run_bench
@@ -65,6 +68,33 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
             label="all-minilm-l6-v2-hm",
             **common,
         ),
+        # against peers: in memory on the data set, end to end on a catalogue-sized tiling
+        "peers-minilm": lambda: BenchConfig(
+            minilm(),
+            texts=HM / "items.tsv",
+            id_column="article_id",
+            text_column="detail_desc",
+            label="peers-all-minilm-l6-v2",
+            runtimes=("onnxruntime", "openvino"),
+            peers=(),
+            catalogue=10_000,
+            baseline=False,
+            **{**common, "precisions": ("fp32", "bf16")},
+        ),
+        "peers-clip": lambda: BenchConfig(
+            clip(),
+            images=HM / "original" / "images",
+            texts=HM / "items_with_image.tsv",
+            id_column="article_id",
+            text_column="detail_desc",
+            label="peers-clip-vit-b-32",
+            runtimes=("onnxruntime", "openvino"),
+            peers=(),
+            catalogue=2_000,
+            baseline=False,
+            jpeg_draft=True,
+            **common,
+        ),
         "resnet50": lambda: BenchConfig(
             "resnet50",
             images=HM / "original" / "images",
@@ -78,10 +108,20 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--suites", default="clip-hm,minilm,resnet50,clip-fashion")
+    parser.add_argument(
+        "--suites", default="clip-hm,minilm,resnet50,clip-fashion,peers-minilm,peers-clip"
+    )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--output", type=Path, help="default: a new results/<machine>-<UTC time> folder"
+    )
     args = parser.parse_args()
-    out = HERE / "results" / platform.node()
+    if not DATA.is_dir():
+        raise SystemExit(
+            f"error: the benchmark data is not at {DATA} (../shared/data beside the project)"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = args.output or HERE / "results" / f"{platform.node()}-{stamp}"
     with tempfile.TemporaryDirectory() as tmp:
         known = suites(Path(tmp), out, args.repeats)
         for name in args.suites.split(","):

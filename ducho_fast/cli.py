@@ -315,6 +315,14 @@ def extract_command(
 @click.option("--no-end-to-end", is_flag=True, help="Pure inference only.")
 @click.option("--jpeg-draft", is_flag=True, help="Also time reduced-size JPEG decoding.")
 @click.option(
+    "--peers",
+    help="Also measure peers (sentence-transformers backends, fastembed, torch scripts): "
+    "`all` or names; needs the `peers` extra.",
+)
+@click.option(
+    "--catalogue", type=click.IntRange(min=1), help="End to end on the data tiled to N items."
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=Path("benchmarks/results/local"),
@@ -323,7 +331,8 @@ def extract_command(
 @reports_errors
 def bench_command(
     model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
-    workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, output,
+    workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
+    output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from ducho_fast.bench import BenchConfig, run_bench
@@ -346,6 +355,8 @@ def bench_command(
         end_to_end=not no_end_to_end,
         jpeg_draft=jpeg_draft,
         label=label,
+        peers=None if peers is None else tuple(p for p in peers.split(",") if p != "all"),
+        catalogue=catalogue,
     )
     run_bench(config, log=click.echo)
     click.echo(f"wrote {output}/{config.name}.json, .md and .png")

@@ -62,8 +62,17 @@ class BenchConfig:
     weights: str = "DEFAULT"
     baseline: bool = True
     end_to_end: bool = True
-    jpeg_draft: bool = False  # also run ONNX Runtime end to end with reduced-size JPEG decoding
+    jpeg_draft: bool = (
+        False  # also run artifact runtimes end to end with reduced-size JPEG decoding
+    )
     label: str | None = None
+    # peers (bench.peers) measured beside ducho-fast: None = none, () = every peer that fits
+    peers: tuple[str, ...] | None = None
+    catalogue: int | None = None  # end to end on the data tiled to this many items
+
+    @property
+    def with_peers(self) -> bool:
+        return self.peers is not None
 
     def __post_init__(self) -> None:
         if self.images is None and self.texts is None:
@@ -79,6 +88,13 @@ class BenchConfig:
             raise ConfigError("batch sizes must be positive integers")
         if self.repeats < 1:
             raise ConfigError("repeats must be at least 1")
+        if self.catalogue is not None and self.catalogue < 1:
+            raise ConfigError("catalogue size must be a positive number of items")
+        if self.peers:
+            from ducho_fast.bench.peers import PEERS
+
+            for name in self.peers:
+                PEERS.lookup(name)  # an unknown name fails here, listing the known ones
 
     @property
     def kinds(self) -> tuple[str, ...]:

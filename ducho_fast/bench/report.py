@@ -63,6 +63,7 @@ COLUMNS = (
     "start-up s (to first input / batch done)",
     "peak RSS MiB",
     "min cos vs baseline",
+    "min cos vs first fp32 job",
 )
 
 
@@ -101,6 +102,7 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
                     startup_text(e),
                     fmt(e.get("peak_rss_mib"), 0),
                     fmt(e.get("cosine_to_baseline", {}).get("min_cosine"), 5),
+                    fmt(e.get("cosine_to_fp32", {}).get("min_cosine"), 5),
                 ]
             )
             + " |"
@@ -112,9 +114,59 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
             if other in fig.get("ratio_to_other_baselines", {})
         )
         lines.append(f"\nEnd to end (command) against {other}: {ratios}.")
+    peer_ratios = [
+        f"{name} {fmt(fig['ratio_to_fastest_peer'], 2)}x ({fig['fastest_peer']})"
+        for name, fig in e2e.items()
+        if "ratio_to_fastest_peer" in fig
+    ]
+    if peer_ratios:
+        lines.append(
+            "\nEnd to end (command) against the fastest peer of at least equal fidelity: "
+            + ", ".join(peer_ratios)
+            + "."
+        )
     for name, reason in data["skipped"].items():
         lines.append(f"\nSkipped {name}: {reason}")
+    if "peers" in data:
+        lines += ["", *peers_table(kind, data["peers"])]
     return [*lines, ""]
+
+
+PEER_COLUMNS = (
+    "contender",
+    "fidelity class",
+    "min cos vs eager fp32",
+    "pure items/s",
+    "in-memory items/s",
+    "x fastest peer (equal fidelity)",
+)
+
+
+def peers_table(kind: str, peers: dict[str, Any]) -> list[str]:
+    level = "in memory" if peers["level"].startswith("in_memory") else "pure"
+    lines = [
+        f"#### {kind}: against peers ({peers['items']} items in memory; ratios {level})",
+        "",
+        "| " + " | ".join(PEER_COLUMNS) + " |",
+        "|" + "---|" * len(PEER_COLUMNS),
+    ]
+    for name, fig in peers["contenders"].items():
+        versus = (
+            f"{fmt(fig['ratio_to_fastest_peer'], 2)}x ({fig['fastest_peer']})"
+            if "ratio_to_fastest_peer" in fig
+            else "-"
+        )
+        cells = [
+            name,
+            fig["class"],
+            fmt(fig["min_cosine"], 5),
+            fmt(fig["items_per_s"]),
+            fmt(fig["in_memory_items_per_s"]),
+            versus,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"\nPeer skipped: {name}: {why}" for name, why in peers["skipped"].items()]
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:

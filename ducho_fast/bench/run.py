@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from ducho_fast.bench.config import BenchConfig, Variant, bench_items
 from ducho_fast.bench.inference import Prepared, measure_inference, prepare, preprocess_key, run_all
 from ducho_fast.bench.machine import flops_per_item, machine_info, matmul_gflops
+from ducho_fast.bench.peer_run import EXACT, GATED, compare_with_peers
 from ducho_fast.core.errors import DuchoFastError
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.records import Item
@@ -148,27 +150,36 @@ def folder_name(job: str) -> str:
 
 
 def end_to_end(
-    config: BenchConfig, kind: str, names: Sequence[str], work: Path, cache: Path, log: Log
+    config: BenchConfig,
+    kind: str,
+    names: Sequence[str],
+    work: Path,
+    cache: Path,
+    log: Log,
+    peers: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Each variant and baseline as a fresh command, interleaved over the repetitions."""
+    """Each variant, peer and baseline as a fresh command, interleaved over the repetitions."""
+    data = tiled_data(config, kind, work / "catalogue") if config.catalogue else config
     base = {
         "kind": kind,
         "model": config.model,
-        "images": str(config.images),
-        "texts": str(config.texts),
+        "images": str(data.images),
+        "texts": str(data.texts),
         "id_column": config.id_column,
         "text_column": config.text_column,
         "batch_size": config.batch_sizes[0],
         "workers": config.workers,
         "weights": config.weights,
-        "limit": config.limit,
+        "limit": None if config.catalogue else config.limit,
     }
     jobs: dict[str, dict] = {}
     for name in names:
         runtime, precision = name.split(":")
         jobs[name] = {**base, "mode": "ducho-fast", "runtime": runtime, "precision": precision}
-        if config.jpeg_draft and kind == "image" and runtime == "onnxruntime":
+        if config.jpeg_draft and kind == "image" and runtime_spec(runtime).needs_artifact:
             jobs[f"{name}+jpeg-draft"] = {**jobs[name], "jpeg_draft": True}
+    for peer in peers:
+        jobs[f"peer {peer}"] = {**base, "mode": "peer", "peer": peer, "work": str(work / "peers")}
     if config.baseline:
         jobs["baseline"] = {**base, "mode": "ducho"}
         if kind == "text" and (Path(config.model) / "modules.json").is_file():
@@ -181,13 +192,57 @@ def end_to_end(
             log(f"  end to end {name} ({repeat + 1}/{config.repeats})")
             runs[name].append(launch({**spec, "output": str(output)}, cache))
     result = {name: summarize_runs(values) for name, values in runs.items()}
-    if "baseline" in jobs:
-        baseline = read_outputs(work / f"e2e-{kind}-baseline-0")
-        for name in jobs:
-            if not name.startswith("baseline"):  # other baselines save other outputs
-                own = read_outputs(work / f"e2e-{kind}-{folder_name(name)}-0")
-                result[name]["cosine_to_baseline"] = cosine_by_id(baseline, own)
+    add_cosines(result, kind, work)
     return result
+
+
+def add_cosines(result: dict[str, Any], kind: str, work: Path) -> None:
+    """Each job's files against the baseline's and against ducho-fast's first fp32 job's."""
+
+    def outputs(name: str) -> dict[str, np.ndarray]:
+        return read_outputs(work / f"e2e-{kind}-{folder_name(name)}-0")
+
+    references = {"cosine_to_baseline": "baseline" if "baseline" in result else None}
+    references["cosine_to_fp32"] = next((n for n in result if n.endswith(":fp32")), None)
+    for key, reference_name in references.items():
+        if reference_name is None:
+            continue
+        reference = outputs(reference_name)
+        for name in result:
+            if not name.startswith("baseline"):  # other baselines save other outputs
+                result[name][key] = cosine_by_id(reference, outputs(name))
+
+
+def tiled_data(config: BenchConfig, kind: str, folder: Path) -> BenchConfig:
+    """The data set repeated to `config.catalogue` items (ids suffixed `-k`): a catalogue-sized
+    job from the data at hand. Images are symbolic links, so the page cache serves repeats."""
+    assert config.catalogue is not None
+    items = bench_items(
+        kind, config.images, config.texts, config.id_column, config.text_column, config.limit
+    )
+    if not items:
+        raise DuchoFastError(f"no {kind} items to tile into a catalogue")
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = [(items[i % len(items)], i // len(items)) for i in range(config.catalogue)]
+    if kind == "image":
+        images = folder / "images"
+        images.mkdir(exist_ok=True)
+        for item, k in copies:
+            source = Path(item.path)
+            link = images / f"{item.item_id}-{k}{source.suffix}"
+            if not link.exists():
+                link.symlink_to(source.resolve())
+        return replace(config, images=images)
+    table = folder / "texts.tsv"
+    rows = [f"{config.id_column}\t{config.text_column}"]
+    rows += [f"{item.item_id}-{k}\t{clean_cell(item.text or '')}" for item, k in copies]
+    table.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return replace(config, texts=table)
+
+
+def clean_cell(text: str) -> str:
+    """One TSV cell: no tabs or line breaks, no quote that a reader could take as quoting."""
+    return " ".join(text.replace('"', "'").split())
 
 
 def summarize_runs(runs: list[dict]) -> dict[str, Any]:
@@ -250,6 +305,28 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
                 other: ratio(fig["command_items_per_s"], e2e[other]["command_items_per_s"])
                 for other in others
             }
+    add_e2e_peer_ratios(e2e)
+
+
+def add_e2e_peer_ratios(e2e: dict[str, Any]) -> None:
+    """Each ducho-fast command over the fastest peer command of at least its fidelity class
+    (cosine to ducho-fast's first fp32 job's files)."""
+    peers = [n for n in e2e if n.startswith("peer ")]
+
+    def worst(name: str) -> float:
+        return e2e[name].get("cosine_to_fp32", {}).get("min_cosine", -1.0)
+
+    for name, fig in e2e.items():
+        if name in peers or name.startswith("baseline") or worst(name) < GATED:
+            continue
+        floor = EXACT if worst(name) >= EXACT else GATED
+        eligible = [p for p in peers if worst(p) >= floor]
+        best = max(eligible, key=lambda p: e2e[p]["command_items_per_s"], default=None)
+        if best is not None:
+            fig["fastest_peer"] = best
+            fig["ratio_to_fastest_peer"] = ratio(
+                fig["command_items_per_s"], e2e[best]["command_items_per_s"]
+            )
 
 
 def bench_kind(
@@ -268,8 +345,15 @@ def bench_kind(
     result: dict[str, Any] = {"items": len(items), "skipped": skipped}
     log("  pure inference")
     result["pure_inference"] = pure_inference(config, reference, opened, items, peak)
+    peers: list[str] = []
+    if config.with_peers:
+        log("  against peers")
+        result["peers"] = compare_with_peers(
+            config, kind, items, reference, opened, work / "peers", log
+        )
+        peers = [n for n in result["peers"]["contenders"] if not n.startswith("ducho-fast ")]
     if config.end_to_end:
-        result["end_to_end"] = end_to_end(config, kind, list(opened), work, cache, log)
+        result["end_to_end"] = end_to_end(config, kind, list(opened), work, cache, log, peers)
         add_ratios(result, config.batch_sizes[0])
     return result
 
@@ -299,6 +383,8 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
             "repeats": config.repeats,
             "workers": config.workers,
             "limit": config.limit,
+            "peers": list(config.peers) if config.peers is not None else None,
+            "catalogue": config.catalogue,
         },
         "machine": machine_info(),
     }

@@ -113,10 +113,86 @@ def run_reference(spec: dict) -> dict:
     return run_baseline(job, items)
 
 
+def run_peer(spec: dict) -> dict:
+    """A peer as its user would script it: read, encode, save features.npy + ids.txt."""
+    import numpy as np
+
+    from ducho_fast.bench.config import bench_items
+    from ducho_fast.bench.peers import PEERS
+    from ducho_fast.core.metrics import StageTimer
+
+    timer = StageTimer()
+    items = bench_items(
+        spec["kind"],
+        spec["images"],
+        spec["texts"],
+        spec["id_column"],
+        spec["text_column"],
+        spec.get("limit"),
+    )
+    model = PEERS.lookup(spec["peer"]).open(spec["model"], spec["batch_size"], Path(spec["work"]))
+    if spec["kind"] == "text":
+        ids, rows = peer_texts(model, items, timer)
+    else:
+        ids, rows = peer_images(model, items, spec, timer)
+    output = Path(spec["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    with timer.stage("write"):
+        np.save(output / "features.npy", rows)
+        (output / "ids.txt").write_text("\n".join(ids) + "\n")
+    return timer.summary()
+
+
+def peer_texts(model, items, timer) -> tuple[list[str], object]:
+    texts = [item.text or "" for item in items]
+    timer.mark_first_input()
+    with timer.stage("inference"):
+        rows = model.infer(model.prepare(texts))
+    timer.count(len(texts))
+    return [item.item_id for item in items], rows
+
+
+def peer_images(model, items, spec: dict, timer) -> tuple[list[str], object]:
+    """A DataLoader with the run's worker count decodes and preprocesses, as scripts do."""
+    import numpy as np
+    import torch
+
+    from ducho_fast.core.image import decode_image
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(items)
+
+        def __getitem__(self, index: int):
+            return index, model.preprocess(decode_image(items[index].path))
+
+    loader = torch.utils.data.DataLoader(
+        Images(), batch_size=spec["batch_size"], num_workers=spec["workers"]
+    )
+    ids, parts = [], []
+    waited = time_now()
+    for indices, pixels in loader:
+        timer.add("wait_for_input", time_now() - waited)
+        timer.mark_first_input()
+        with timer.stage("inference"):
+            parts.append(model.infer_batch(pixels))
+        timer.count(len(indices))
+        ids += [items[i].item_id for i in indices.tolist()]
+        waited = time_now()
+    return ids, np.concatenate(parts)
+
+
+def time_now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
+    runners = {"ducho-fast": run_ducho_fast, "peer": run_peer}
     with ChildMemory() as children:
-        metrics = run_ducho_fast(spec) if spec["mode"] == "ducho-fast" else run_reference(spec)
+        metrics = runners.get(spec["mode"], run_reference)(spec)
     memory = {"peak_rss_mib": own_peak_mib(), "peak_worker_rss_mib": children.peak_mib}
     print(json.dumps({**metrics, **memory}))
 

@@ -1,0 +1,109 @@
+"""`bench --peers`: peers measured beside ducho-fast on the same data, ratios at equal fidelity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ducho_fast.bench import BenchConfig, run_bench
+from ducho_fast.bench.peer_run import add_peer_ratios
+from ducho_fast.core.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def peers_run(tiny_st, tiny_clip, five_photos_module, tmp_path_factory) -> tuple[dict, dict]:
+    root = tmp_path_factory.mktemp("peers")
+    texts = root / "texts.tsv"
+    rows = [f"item{i}\t{'a longer description ' * (i % 5)}red shirt {i}" for i in range(12)]
+    texts.write_text("id\ttext\n" + "\n".join(rows) + "\n")
+    common = {
+        "output_dir": root / "results",
+        "runtimes": ("onnxruntime",),
+        "precisions": ("fp32",),
+        "batch_sizes": (4,),
+        "repeats": 1,
+        "baseline": False,
+        "catalogue": 30,
+    }
+    text = run_bench(
+        BenchConfig(str(tiny_st), texts=texts, peers=("st-torch",), label="st", **common),
+        log=lambda _: None,
+    )
+    image = run_bench(
+        BenchConfig(
+            str(tiny_clip),
+            images=five_photos_module,
+            peers=("torch-script",),
+            label="clip",
+            **common,
+        ),
+        log=lambda _: None,
+    )
+    return text["kinds"]["text"], image["kinds"]["image"]
+
+
+@pytest.fixture(scope="module")
+def five_photos_module(tmp_path_factory, skimage_photos):
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in skimage_photos[:5]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    return folder
+
+
+def test_peers_get_the_same_inputs_and_match_eager(peers_run):
+    """Same model, fp32 both sides: a peer's rows equal eager fp32, so the comparison is of
+    speed, not of different work (the CLIP script uses the model's own processor)."""
+    for data, peer in zip(peers_run, ("st-torch", "torch-script"), strict=True):
+        contenders = data["peers"]["contenders"]
+        assert set(contenders) == {"ducho-fast onnxruntime:fp32", peer}
+        assert contenders[peer]["min_cosine"] > 0.9999
+        ours = contenders["ducho-fast onnxruntime:fp32"]
+        assert ours["fastest_peer"] == peer
+        assert ours["ratio_to_fastest_peer"] == pytest.approx(
+            ours[data["peers"]["level"]] / contenders[peer][data["peers"]["level"]]
+        )
+
+
+def test_peer_end_to_end_runs_on_the_tiled_catalogue(peers_run):
+    for data, peer in zip(peers_run, ("st-torch", "torch-script"), strict=True):
+        e2e = data["end_to_end"]
+        assert e2e[f"peer {peer}"]["items"] == 30 == e2e["onnxruntime:fp32"]["items"]
+        assert e2e[f"peer {peer}"]["cosine_to_fp32"]["items"] == 30
+        assert e2e[f"peer {peer}"]["cosine_to_fp32"]["min_cosine"] > 0.9999
+        assert e2e["onnxruntime:fp32"]["fastest_peer"] == f"peer {peer}"
+
+
+def figures(**classes: tuple[float, float]) -> dict[str, dict]:
+    return {
+        name: {"min_cosine": cos, "class": cls, "in_memory_items_per_s": rate}
+        for name, (cos, rate) in classes.items()
+        for cls in ["exact" if cos >= 0.9999 else "gated" if cos >= 0.99 else "below gate"]
+    }
+
+
+def test_ratios_only_against_peers_at_least_as_faithful():
+    table = figures(ours_fp32=(1.0, 100.0), ours_int8=(0.995, 300.0), fast=(0.98, 900.0))
+    table |= figures(exact=(0.99999, 200.0), gated=(0.993, 250.0))
+    add_peer_ratios(table, ["fast", "exact", "gated"], "text")
+    assert table["ours_fp32"]["fastest_peer"] == "exact"  # not the faster, lossier ones
+    assert table["ours_fp32"]["ratio_to_fastest_peer"] == pytest.approx(0.5)
+    assert table["ours_int8"]["fastest_peer"] == "gated"  # the 0.98 peer is below the gate
+    assert table["ours_int8"]["ratio_to_fastest_peer"] == pytest.approx(1.2)
+
+
+def test_unknown_peer_is_refused_before_measuring(tiny_st, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown peer 'st-magic'.*st-torch"):
+        BenchConfig(
+            str(tiny_st), output_dir=tmp_path, texts=tmp_path / "t.tsv", peers=("st-magic",)
+        )
+
+
+def test_peer_rows_keep_input_order(tiny_st):
+    """st-torch sorts by length inside encode(); rows must come back in input order."""
+    from ducho_fast.bench.peers import PEERS
+
+    model = PEERS.lookup("st-torch").open(str(tiny_st), 2, tiny_st)
+    texts = ["short", "a much longer text than the others here", "mid length text"]
+    together = model.infer(model.prepare(texts))
+    alone = np.concatenate([model.infer(model.prepare([t])) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
