@@ -75,8 +75,17 @@ def main() -> None:
 @click.option(
     "--int8-mode",
     type=click.Choice(
-        ["auto", "dynamic-per-tensor", "dynamic-per-channel", "dynamic-attention-only", "static"]
+        [
+            "auto",
+            "dynamic-per-tensor",
+            "dynamic-per-channel",
+            "dynamic-attention-only",
+            "static",
+            "nncf",
+        ]
     ),
+    help="static: ONNX Runtime's calibrated QDQ; nncf: NNCF's (OpenVINO's choice). Both "
+    "calibrate on --sample-images/--sample-texts.",
     default="auto",
     show_default=True,
 )

@@ -18,6 +18,7 @@ from typing import Any
 from ducho_fast.artifact.manifest import MANIFEST_NAME, GraphInfo, Manifest, read_manifest
 from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
 from ducho_fast.core.fidelity import worst_cosine
+from ducho_fast.exporter.quantize import CALIBRATED_MODES, QDQ_GRAPHS
 from ducho_fast.modalities import Feed, Modality, Sample, modality
 from ducho_fast.models.spec import ModelRef, Tower
 from ducho_fast.runtime.base import Session
@@ -123,10 +124,10 @@ def reference_choice(graph: GraphInfo, choice: RuntimeChoice) -> RuntimeChoice:
 def check_graph(choice: RuntimeChoice, graph: GraphInfo, target: ArtifactGraph) -> None:
     """An artifact given by path must be the kind of graph this runtime needs."""
     wanted = choice.spec.export_settings(choice.precision).get("int8_mode")
-    if wanted == "static" and graph.quantization != "static-qdq":
+    if wanted in CALIBRATED_MODES and graph.quantization not in QDQ_GRAPHS:
         raise ConfigError(
-            f"{choice.runtime} int8 runs static (QDQ) int8 graphs; {target.folder} holds "
-            f"{graph.quantization}: export with --int8-mode static and --sample-images/texts"
+            f"{choice.runtime} int8 runs calibrated (QDQ) int8 graphs; {target.folder} holds "
+            f"{graph.quantization}: export with --int8-mode {wanted} and --sample-images/texts"
         )
 
 
@@ -244,10 +245,11 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPL
 
     precision = choice.spec.artifact_precision(choice.precision)
     options = choice.spec.export_settings(choice.precision)
-    if options.get("int8_mode") == "static" and not sample:
+    mode = options.get("int8_mode")
+    if mode in CALIBRATED_MODES and not sample:
         raise ConfigError(
-            f"{choice.runtime} int8 calibrates static int8 on your items, and none were given: "
-            "export it with --int8-mode static --sample-images/--sample-texts, or extract"
+            f"{choice.runtime} int8 calibrates int8 on your items, and none were given: "
+            f"export it with --int8-mode {mode} --sample-images/--sample-texts, or extract"
         )
     config = ExportConfig(replace(ref, task="auto"), folder, precision, sample=sample, **options)  # type: ignore[arg-type]
     return export(config)

@@ -88,9 +88,10 @@ def test_missing_openvino_says_how_to_install(tiny_clip, monkeypatch):
         open_model(ModelRef(str(tiny_clip)), "image", RuntimeChoice("openvino", "fp32"))
 
 
-def test_int8_runs_the_static_qdq_graph_calibrated_on_the_run(tiny_resnet, jpeg_photos, tmp_path):
-    """OpenVINO int8 exports static QDQ on the run's own jpeg_photos, runs it with int8 kernels
-    and is gated against ONNX Runtime on the same graph; fp32 stays the reference."""
+def test_int8_runs_the_nncf_graph_calibrated_on_the_run(tiny_resnet, jpeg_photos, tmp_path):
+    """OpenVINO int8 exports NNCF's QDQ graph calibrated on the run's own jpeg_photos, runs it
+    with int8 kernels and is gated against ONNX Runtime on the same graph; fp32 stays the
+    reference."""
     features = {}
     for precision in ("fp32", "int8"):
         job = SingleModelJob(
@@ -101,7 +102,9 @@ def test_int8_runs_the_static_qdq_graph_calibrated_on_the_run(tiny_resnet, jpeg_
         assert result.succeeded == 6
         folder = next((tmp_path / precision).rglob("features.npy")).parent
         features[precision] = np.load(folder / "features.npy")
-        assert f'"precision": "{precision}"' in (folder / "manifest.json").read_text()
+        manifest = (folder / "manifest.json").read_text()
+        assert f'"precision": "{precision}"' in manifest
+    assert '"quantization": "nncf"' in manifest
     assert row_cosines(features["fp32"], features["int8"]).min() >= 0.99
     assert not np.array_equal(features["fp32"], features["int8"])
 
@@ -111,13 +114,13 @@ def test_int8_refuses_a_dynamic_int8_artifact(tiny_resnet, tmp_path):
 
     config = ExportConfig(ModelRef(str(tiny_resnet)), tmp_path / "dyn", precision="int8")
     folder = export(config)
-    with pytest.raises(ConfigError, match="openvino int8 runs static \\(QDQ\\) int8 graphs"):
+    with pytest.raises(ConfigError, match="openvino int8 runs calibrated \\(QDQ\\) int8 graphs"):
         open_model(ModelRef(str(folder)), "image", RuntimeChoice("openvino", "int8"))
 
 
 def test_int8_without_items_to_calibrate_on_says_how(tiny_resnet, tmp_path, monkeypatch):
     monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(ConfigError, match="calibrates static int8 on your items"):
+    with pytest.raises(ConfigError, match=r"calibrates int8 on your items.*--int8-mode nncf"):
         open_model(ModelRef(str(tiny_resnet)), "image", RuntimeChoice("openvino", "int8"))
 
 

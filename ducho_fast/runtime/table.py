@@ -187,10 +187,10 @@ register_runtime(
         ("fp32", "bf16", "int8"),
         True,
         open_openvino,
-        "OpenVINO on the artifact (bf16: its precision hint; int8: static QDQ; both gated)",
+        "OpenVINO on the artifact (bf16: its precision hint; int8: NNCF QDQ; both gated)",
         reduced=("bf16",),
         requires="openvino",
         gated=("bf16", "int8"),
-        export_options={"int8": {"int8_mode": "static"}},
+        export_options={"int8": {"int8_mode": "nncf"}},
     )
 )
