@@ -74,6 +74,7 @@ class SingleModelJob:
     batch_size: int | None = None  # None: chosen by a timed sweep, remembered per machine
     weights: str = "DEFAULT"  # torchvision: DEFAULT, none (random) or a state-dict file
     limit: int | None = None  # only the first N items (benchmarks, smoke runs)
+    encoding: str = "utf-8"  # of the text table
 
 
 def extract(
@@ -154,7 +155,7 @@ def single_lister(job: SingleModelJob) -> Callable[[], Listing]:
         lister: Callable[[], Listing] = partial(list_images, job.images)
     else:
         assert job.texts is not None
-        lister = partial(list_texts, job.texts, job.id_column, (job.text_column,))
+        lister = partial(list_texts, job.texts, job.id_column, (job.text_column,), job.encoding)
         lister()  # validate columns before anything runs
     if job.limit is not None:
         lister = partial(first_items, lister, job.limit)

@@ -187,6 +187,12 @@ def print_summary(results) -> None:
 @click.option("--texts", type=click.Path(path_type=Path), help="Config-free: TSV/CSV of texts.")
 @click.option("--id-column", default="id", show_default=True)
 @click.option("--text-column", default="text", show_default=True)
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="Config-free: the text table's encoding (e.g. latin-1, cp1252).",
+)
 @click.option("--output", type=click.Path(path_type=Path), help="Config-free: output folder.")
 @click.option("--layer", "layers", multiple=True)
 @click.option(
@@ -253,6 +259,7 @@ def extract_command(
     texts,
     id_column,
     text_column,
+    encoding,
     output,
     layers,
     batch_size,
@@ -296,7 +303,15 @@ def extract_command(
         if ctx.args:
             raise click.UsageError(f"unexpected arguments: {ctx.args}")
         job = SingleModelJob(
-            model, output, images, texts, id_column, text_column, tuple(layers), batch_size
+            model,
+            output,
+            images,
+            texts,
+            id_column,
+            text_column,
+            tuple(layers),
+            batch_size,
+            encoding=encoding,
         )
         results = extract_single(job, options)
     else:

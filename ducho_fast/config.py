@@ -7,6 +7,7 @@ each has a command-line flag that overrides the file.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,6 +43,15 @@ def known_precision(name: str | None) -> str | None:
 
 def known_output_format(name: str) -> str:
     sinks_for(name)  # raises with the known formats
+    return name
+
+
+def known_encoding(name: str) -> str:
+    """A text encoding Python knows (`utf-8`, `latin-1`, `cp1252`, ...)."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"unknown encoding {name!r}; use e.g. utf-8, latin-1 or cp1252") from None
     return name
 
 
@@ -129,6 +139,7 @@ class SourceBlock(Strict):
     item_column: str | None = None
     text_column: str | list[str] | None = None
     interaction_columns: list[str] | None = None
+    encoding: Annotated[str, AfterValidator(known_encoding)] = "utf-8"  # ducho-fast: text files
     model: list[ModelEntry]
 
     @property

@@ -159,19 +159,19 @@ class DuchoPlanner:
         return passes
 
     def text_source(self, name: str, path: Path, block: SourceBlock, source: str):
-        columns, _ = read_table(path)
+        columns, _ = read_table(path, block.encoding)
         if source == "interactions":
             ids, texts = block.interaction_id_and_text_columns
             missing = [c for c in (*ids, *texts) if c not in columns]
             if missing:
                 raise ConfigError(f"{name}: {path} has no column(s) {missing}; columns: {columns}")
-            return partial(list_interaction_texts, path, ids, texts)
+            return partial(list_interaction_texts, path, ids, texts, block.encoding)
         assert block.item_column is not None
         wanted = [block.item_column, *block.text_columns]
         missing = [c for c in wanted if c not in columns]
         if missing:
             raise ConfigError(f"{name}: {path} has no column(s) {missing}; columns: {columns}")
-        return partial(list_texts, path, block.item_column, block.text_columns)
+        return partial(list_texts, path, block.item_column, block.text_columns, block.encoding)
 
     def passes_for(self, modality: str, source: str, block: SourceBlock):
         name = f"{modality}/{source}"

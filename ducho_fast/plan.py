@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
 from ducho_fast.engine.autotune import AutoPick
@@ -76,3 +77,37 @@ class ExtractPlan:
     overwrite: bool = False
     strict: bool = False
     executor: str = "local"  # engine/executors: where each pass's batches run
+
+    def __post_init__(self) -> None:
+        check_outputs(self)
+
+
+def check_outputs(plan: ExtractPlan) -> None:
+    """Refuse a plan in which two outputs would write into one folder (`/a/clip` and
+    `/b/clip` both give the folder `clip`): the second would silently replace the first.
+    A model's output folders are `<root>/<layer>`, its layers known only once it is open, so
+    two models sharing a root collide unless they are of different modalities (an image and
+    a text tower write different outputs) with no layer folder forced to the same name."""
+    owners: dict[tuple[Path, str], tuple[int, str]] = {}
+    for task in plan.passes:
+        for model in task.models:
+            layer = model.layer_dirs.get("*") or f"<{task.kind} outputs>"
+            what = f"{task.name} model {model.ref.source!r}"
+            for root in model.roots.values():
+                claim(owners, (root, layer), (id(model), what))
+    for fusion in plan.fusions:
+        what = f"the {fusion.method} fusion of {fusion.a.output} and {fusion.b.output}"
+        for folder in fusion.folders.values():
+            claim(owners, (folder.parent, folder.name), (id(fusion), what))
+
+
+def claim(
+    owners: dict[tuple[Path, str], tuple[int, str]], key: tuple[Path, str], who: tuple[int, str]
+) -> None:
+    other = owners.setdefault(key, who)
+    if other[0] != who[0]:
+        folder = key[0] if key[1].startswith("<") else key[0] / key[1]
+        raise ConfigError(
+            f"{other[1]} and {who[1]} would write into the same folder {folder}; give them "
+            "different model names or output paths"
+        )

@@ -8,6 +8,8 @@ torchvision transforms) so features match the eager model.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -91,6 +93,20 @@ class ImagePreprocessSpec:
         )
 
 
+@functools.cache
+def register_plugins() -> tuple[str, ...]:
+    """Pillow openers for formats it lacks, when their plugins are installed (the `heif`
+    extra: HEIC/HEIF photos, as iPhones take them). Pillow reads AVIF itself (11.3+).
+    Called where images are decoded, so every worker process registers them."""
+    registered = []
+    with contextlib.suppress(ImportError):
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        registered.append("heif")
+    return tuple(registered)
+
+
 def decode_image(source: str | Path | Image.Image, draft_side: int | None = None) -> Image.Image:
     """Open an image as the reference processors see it, plus EXIF orientation.
 
@@ -99,6 +115,7 @@ def decode_image(source: str | Path | Image.Image, draft_side: int | None = None
     `draft_side` (opt-in, not exact) lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale, never
     with a side below `draft_side`: much faster for large photos that are resized anyway.
     """
+    register_plugins()
     if isinstance(source, Image.Image):
         image = ImageOps.exif_transpose(source)
     else:

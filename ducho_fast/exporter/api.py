@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 
 from ducho_fast.artifact.manifest import (
+    MANIFEST_NAME,
+    NOT_HASHED,
     SCHEMA_VERSION,
     GraphInfo,
     Manifest,
@@ -94,8 +96,9 @@ def export(config: ExportConfig) -> Path:
         from ducho_fast.exporter.tensorrt_artifact import check_tensorrt_available
 
         check_tensorrt_available()
-    loaded = load_model(config.model)
     target = Path(config.output_dir)
+    kept = files_not_ours(target)  # refuses a folder that is not an artifact, before any work
+    loaded = load_model(config.model)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
@@ -107,7 +110,7 @@ def export(config: ExportConfig) -> Path:
             from ducho_fast.exporter.tensorrt_artifact import add_tensorrt_engines
 
             manifest = add_tensorrt_engines(staging, manifest)
-        replace_folder(staging, target)
+        replace_folder(staging, target, kept)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -277,12 +280,74 @@ def build_manifest(
     )
 
 
-def replace_folder(staging: Path, target: Path) -> None:
-    """Swap the finished staging folder into place; an older artifact is removed after."""
+def files_not_ours(target: Path) -> tuple[str, ...]:
+    """The files in `target` that its artifact did not write (kept when it is replaced).
+
+    A missing or empty folder is fine; a folder that is not an artifact is refused, so an
+    export never deletes files it did not write."""
+    if not target.exists():
+        return ()
+    if not target.is_dir():
+        raise ConfigError(f"export output {target} is a file; give a folder")
+    if not any(target.iterdir()):
+        return ()
+    manifest_path = target / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ConfigError(
+            f"export output {target} is not empty and holds no ducho-fast artifact (no "
+            f"{MANIFEST_NAME}); give a new or empty folder (an export never deletes files it "
+            "did not write)"
+        )
+    try:
+        listed = set(Manifest.model_validate_json(manifest_path.read_text()).files)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"export output {target}: {MANIFEST_NAME} is not a ducho-fast manifest ({exc}); "
+            "give a new or empty folder"
+        ) from None
+    ours = listed | set(NOT_HASHED)
+    return tuple(
+        name
+        for path in sorted(target.rglob("*"))
+        if (path.is_file() or path.is_symlink())
+        and (name := str(path.relative_to(target))) not in ours
+    )
+
+
+def replace_folder(staging: Path, target: Path, kept: Sequence[str] = ()) -> None:
+    """Swap the finished staging folder into place. An older artifact's own files are removed
+    after; files in it that it did not write (`kept`) move into the new artifact's folder."""
+    clashes = [name for name in kept if (staging / name).exists()]
+    if clashes:
+        raise ConfigError(
+            f"{target} holds {clashes}, which are not part of its artifact and which the new "
+            "artifact would overwrite; move them away and export again"
+        )
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
     staging.rename(target)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        for name in kept:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old / name, target / name)
+        remove_artifact(old)
+
+
+def remove_artifact(folder: Path) -> None:
+    """Delete an old artifact's files (those its manifest lists, and the manifest), then its
+    folders once empty; anything else found there stays."""
+    manifest_path = folder / MANIFEST_NAME
+    try:
+        listed = list(Manifest.model_validate_json(manifest_path.read_text()).files)
+    except (OSError, ValueError):
+        listed = []
+    for name in [*listed, *NOT_HASHED]:
+        (folder / name).unlink(missing_ok=True)
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only empty folders
+    with contextlib.suppress(OSError):
+        folder.rmdir()
