@@ -78,8 +78,19 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
             runtimes=("onnxruntime", "openvino"),
             peers=(),
             catalogue=10_000,
+            # the default, the fastest exact and reduced ducho-fast paths against the peers
+            # users pick first and the fastest ones (each job is a 10,000-text command)
+            end_to_end_jobs=(
+                "onnxruntime:fp32",
+                "openvino:fp32",
+                "openvino:bf16",
+                "peer st-torch",
+                "peer st-openvino",
+                "peer st-openvino-bf16",
+                "peer fastembed",
+            ),
             baseline=False,
-            **{**common, "precisions": ("fp32", "bf16")},
+            **common,
         ),
         "peers-clip": lambda: BenchConfig(
             clip(),
@@ -91,6 +102,16 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
             runtimes=("onnxruntime", "openvino"),
             peers=(),
             catalogue=2_000,
+            end_to_end_jobs=(
+                "onnxruntime:fp32",
+                "openvino:bf16",
+                "openvino:int8",
+                "openvino:int8+jpeg-draft",
+                "peer torch-script",
+                "peer torch-script-bf16",
+                "peer torch-script-text",
+                "peer torch-script-text-bf16",
+            ),
             baseline=False,
             jpeg_draft=True,
             **common,

@@ -9,6 +9,8 @@ from ducho_fast.bench import BenchConfig, run_bench
 from ducho_fast.bench.peer_run import add_peer_ratios
 from ducho_fast.core.errors import ConfigError
 
+PEER_OF_RUN = ("st-torch", "torch-script", "torch-script-text")
+
 
 @pytest.fixture(scope="module")
 def peers_run(tiny_st, tiny_clip, five_photos_module, tmp_path_factory) -> tuple[dict, dict]:
@@ -29,17 +31,18 @@ def peers_run(tiny_st, tiny_clip, five_photos_module, tmp_path_factory) -> tuple
         BenchConfig(str(tiny_st), texts=texts, peers=("st-torch",), label="st", **common),
         log=lambda _: None,
     )
-    image = run_bench(
+    clip = run_bench(
         BenchConfig(
             str(tiny_clip),
             images=five_photos_module,
-            peers=("torch-script",),
+            texts=texts,
+            peers=("torch-script", "torch-script-text"),
             label="clip",
             **common,
         ),
         log=lambda _: None,
     )
-    return text["kinds"]["text"], image["kinds"]["image"]
+    return text["kinds"]["text"], clip["kinds"]["image"], clip["kinds"]["text"]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +55,9 @@ def five_photos_module(tmp_path_factory, skimage_photos):
 
 def test_peers_get_the_same_inputs_and_match_eager(peers_run):
     """Same model, fp32 both sides: a peer's rows equal eager fp32, so the comparison is of
-    speed, not of different work (the CLIP script uses the model's own processor)."""
-    for data, peer in zip(peers_run, ("st-torch", "torch-script"), strict=True):
+    speed, not of different work (the CLIP scripts use the model's own processor and
+    tokenizer; a peer of the other modality is not run)."""
+    for data, peer in zip(peers_run, PEER_OF_RUN, strict=True):
         contenders = data["peers"]["contenders"]
         assert set(contenders) == {"ducho-fast onnxruntime:fp32", peer}
         assert contenders[peer]["min_cosine"] > 0.9999
@@ -65,7 +69,7 @@ def test_peers_get_the_same_inputs_and_match_eager(peers_run):
 
 
 def test_peer_end_to_end_runs_on_the_tiled_catalogue(peers_run):
-    for data, peer in zip(peers_run, ("st-torch", "torch-script"), strict=True):
+    for data, peer in zip(peers_run, PEER_OF_RUN, strict=True):
         e2e = data["end_to_end"]
         assert e2e[f"peer {peer}"]["items"] == 30 == e2e["onnxruntime:fp32"]["items"]
         assert e2e[f"peer {peer}"]["cosine_to_fp32"]["items"] == 30

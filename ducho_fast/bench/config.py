@@ -69,6 +69,9 @@ class BenchConfig:
     # peers (bench.peers) measured beside ducho-fast: None = none, () = every peer that fits
     peers: tuple[str, ...] | None = None
     catalogue: int | None = None  # end to end on the data tiled to this many items
+    # the end-to-end jobs to run (variant names like `openvino:bf16`, `+jpeg-draft` forms,
+    # `peer NAME`, `baseline`); None: every one. Catalogue-sized runs take minutes per job.
+    end_to_end_jobs: tuple[str, ...] | None = None
 
     @property
     def with_peers(self) -> bool:

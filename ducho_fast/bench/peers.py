@@ -282,3 +282,61 @@ PEERS.register(
         lambda m, b, w: torch_script(m, b, w, bf16=True),
     )
 )
+
+
+def is_hf_dual_encoder(model: str) -> bool:
+    """A transformers folder with its own text tower (CLIP, SigLIP): not sentence-transformers."""
+    import json
+
+    config = Path(model) / "config.json"
+    if not config.is_file() or is_sentence_transformer(model):
+        return False
+    return "text_config" in json.loads(config.read_text())
+
+
+def torch_text_script(model: str, batch_size: int, work: Path, bf16: bool = False) -> PeerModel:
+    """The text tower as a user's script calls it: the tokenizer padding each batch to its
+    longest text, `get_text_features`, optionally under bf16 autocast."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    network = AutoModel.from_pretrained(model).eval()
+
+    def infer(batches: list[Any]) -> np.ndarray:
+        texts = [text for batch in batches for text in batch]
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            tokens = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            )
+            with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                parts.append(network.get_text_features(**tokens).float().numpy())
+        return np.concatenate(parts)
+
+    return PeerModel(prepare=lambda texts: [list(texts)], infer=infer)
+
+
+PEERS.register(
+    Peer(
+        "torch-script-text",
+        "text",
+        "plain torch script, fp32 (CLIP-style text tower)",
+        ("torch",),
+        is_hf_dual_encoder,
+        torch_text_script,
+    )
+)
+PEERS.register(
+    Peer(
+        "torch-script-text-bf16",
+        "text",
+        "plain torch script, bf16 autocast (CLIP-style text tower)",
+        ("torch",),
+        is_hf_dual_encoder,
+        lambda m, b, w: torch_text_script(m, b, w, bf16=True),
+    )
+)

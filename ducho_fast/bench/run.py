@@ -185,6 +185,8 @@ def end_to_end(
         if kind == "text" and (Path(config.model) / "modules.json").is_file():
             jobs["baseline-transformers"] = {**base, "mode": "ducho-transformers-text"}
             jobs["baseline-transformers-512"] = {**base, "mode": "ducho-transformers-text-512"}
+    if config.end_to_end_jobs is not None:
+        jobs = {name: spec for name, spec in jobs.items() if name in config.end_to_end_jobs}
     runs: dict[str, list[dict]] = {name: [] for name in jobs}
     for repeat in range(config.repeats):
         for name, spec in jobs.items():
