@@ -10,12 +10,16 @@ shard; fusion reads the passes' committed features, never a sink's files.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from ducho_fast.core.errors import ExtractionError
+from ducho_fast.core.locks import folder_locks
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.preflight import check_folders
 from ducho_fast.core.records import Failure, Listing, Shard
 from ducho_fast.engine.autotune import auto_choice
 from ducho_fast.engine.batch_sweep import SweepCache, choose_batch_size, sweep_key
@@ -47,9 +51,14 @@ class PassResult:
     outputs: list[Path]
 
 
-def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
+def run_pass(
+    task: PassTask, plan: ExtractPlan, progress: bool, listing: Listing | None = None
+) -> PassResult:
     timer = StageTimer()  # from the pass's start: model opening counts as start-up
-    listing = task.list_items()
+    listing = task.list_items() if listing is None else listing
+    if not listing.items:  # every item failed while listing: no model to open
+        failures = list(listing.failures)
+        return PassResult(task.name, len(failures), 0, failures, timer.summary(), [])
     task, runtime_choices = measured_choices(task, listing, timer)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
@@ -58,7 +67,7 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
         early = start_decoding_early(task, plan, listing, options, timer)
     try:
         opened = [
-            open_model(m.ref, task.kind, m.choice, i, export_sample(m, task.kind, listing))
+            open_model(m.ref, task.kind, m.choice, i, export_sample(m, task, listing, plan))
             for i, m in enumerate(task.models)
         ]
         size, how = task_batch_size(task, opened, listing, timer)
@@ -74,15 +83,15 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
             early.reader.close()
 
 
-def export_sample(model: ModelTask, kind: str, listing: Listing) -> Sample:
+def export_sample(model: ModelTask, task: PassTask, listing: Listing, plan: ExtractPlan) -> Sample:
     """A spread of the pass's own items, when the model is about to be exported on the fly:
     the export validates on them, and int8 calibrates static quantization on them (and gates
     it on held-out ones)."""
     if not model.choice.spec.needs_artifact:
         return NO_SAMPLE
-    if peek_artifact(model.ref, model.choice, kind) is not None:
+    if peek_artifact(model.ref, model.choice, task.kind) is not None:
         return NO_SAMPLE
-    return modality(kind).export_sample(listing.items)
+    return modality(task.kind).export_sample(listing.items, plan.options.item_timeout_s)
 
 
 def remembered_batch_size(task: PassTask) -> int | None:
@@ -256,23 +265,80 @@ def run_fusion(task: FusionTask) -> Path | None:
     return next(iter(task.folders.values()), None)
 
 
+def source_of(list_items: Callable[[], Listing]) -> str:
+    """The folder or table a pass lists, for messages: the first path its lister was given
+    (through `partial`s and wrappers such as CleanedListing)."""
+    lister: object = list_items
+    while not isinstance(lister, partial) and hasattr(lister, "list_items"):
+        lister = lister.list_items
+    for arg in lister.args if isinstance(lister, partial) else ():
+        if isinstance(arg, Path):
+            return str(arg)
+        if callable(arg):
+            return source_of(arg)
+    return "its input"
+
+
+def refuse_empty(passes: Sequence[PassTask], listings: Sequence[Listing]) -> None:
+    """An input with nothing in it is a mistake to say before any model opens, not a run
+    that ends with zero features."""
+    for task, listing in zip(passes, listings, strict=True):
+        if not listing.items and not listing.failures:
+            raise ExtractionError(
+                f"{task.name}: {source_of(task.list_items)} has no items (an empty folder, "
+                "or a table with a header only): nothing to extract, nothing was run"
+            )
+
+
+def written_folders(plan: ExtractPlan) -> list[tuple[str, Path]]:
+    """Every folder the plan writes into (outputs, state, fusions) and the caches it uses."""
+    folders: list[tuple[str, Path]] = []
+    for task in plan.passes:
+        folders += [("output folder", task.failures_path.parent)]
+        folders += [("state folder", task.state_dir.parent)]
+        folders += [("output folder", root) for m in task.models for root in m.roots.values()]
+        folders += [("cache folder", m.choice.cache) for m in task.models]
+    folders += [("output folder", f.parent) for t in plan.fusions for f in t.folders.values()]
+    return folders
+
+
+def lock_folders(plan: ExtractPlan) -> set[Path]:
+    """One lock per output root and state root: two runs writing the same outputs (one
+    wiping them with --overwrite) would corrupt each other."""
+    return {t.failures_path.parent for t in plan.passes} | {t.state_dir.parent for t in plan.passes}
+
+
 def extract_plan(plan: ExtractPlan, progress: bool = True) -> list[PassResult]:
-    """Run the plan; raise ExtractionError for a strict run with failures or when nothing
-    worked (after writing failures.tsv)."""
-    results = [run_pass(task, plan, progress) for task in plan.passes]
+    """Check the folders the plan writes, lock the output folders, then run the plan (see
+    `run_plan`); all before any model opens."""
+    check_folders(written_folders(plan))
+    with folder_locks(lock_folders(plan)):
+        return run_plan(plan, progress)
+
+
+def run_plan(plan: ExtractPlan, progress: bool) -> list[PassResult]:
+    """Run the plan; raise ExtractionError for an empty input (before anything runs), for a
+    strict run with failures, or when every item failed (after writing failures.tsv)."""
+    listings = [task.list_items() for task in plan.passes]
+    refuse_empty(plan.passes, listings)
+    results = [
+        run_pass(task, plan, progress, listing)
+        for task, listing in zip(plan.passes, listings, strict=True)
+    ]
     by_file: dict[Path, dict[Failure, None]] = {}
     for task, result in zip(plan.passes, results, strict=True):
         by_file.setdefault(task.failures_path, {}).update(dict.fromkeys(result.failures))
     for path, failures in by_file.items():
         write_failures(path, list(failures))
-    for fusion in plan.fusions:
-        run_fusion(fusion)
     total_ok = sum(r.succeeded for r in results)
     total_failed = sum(len(r.failures) for r in results)
     if results and total_ok == 0:
+        where = ", ".join(sorted({str(path) for path in by_file}))
         raise ExtractionError(
-            f"nothing was extracted: {total_failed} items failed (see failures.tsv)"
+            f"nothing was extracted: all {total_failed} items failed (see {where})"
         )
+    for fusion in plan.fusions:
+        run_fusion(fusion)
     if plan.strict and total_failed:
         raise ExtractionError(f"--strict: {total_failed} items failed (see failures.tsv)")
     return results

@@ -19,6 +19,12 @@ class ExtractionError(DuchoFastError):
     under --strict); what did run is written and failures.tsv says why."""
 
 
+class OutputError(DuchoFastError, OSError):
+    """An output or cache folder cannot take the run's files: not creatable, not writable,
+    a file, under /proc, full, or in use by another run. Also an OSError, for callers that
+    catch those."""
+
+
 class InputError(DuchoFastError):
     """Inputs handed to a session do not fit it (shape, type or range): a bug upstream of
     the session, reported with the input's name and what the session accepts."""

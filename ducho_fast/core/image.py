@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,7 @@ def decode_image(source: str | Path | Image.Image, draft_side: int | None = None
     if isinstance(source, Image.Image):
         image = ImageOps.exif_transpose(source)
     else:
+        require_regular_file(source)
         with Image.open(source) as opened:
             if draft_side and opened.format == "JPEG":
                 opened.draft(opened.mode, (draft_side, draft_side))
@@ -127,6 +130,24 @@ def decode_image(source: str | Path | Image.Image, draft_side: int | None = None
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+NOT_REGULAR = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def require_regular_file(path: str | Path) -> None:
+    """Refuse what is not a regular file before opening it: opening a FIFO blocks until a
+    writer comes, and a device can be read forever, so no timeout would be needed to hang."""
+    kind = stat.S_IFMT(os.stat(path).st_mode)
+    if kind != stat.S_IFREG:
+        what = NOT_REGULAR.get(kind, "a special file")
+        raise ValueError(f"{what}, not a regular file: not read (it could block forever)")
 
 
 def draft_side(specs: Iterable[ImagePreprocessSpec]) -> int:

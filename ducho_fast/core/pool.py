@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 _worker_dataset: Any = None
@@ -41,9 +42,72 @@ def _decode(chunk: Sequence[int], collate: Callable[[list], Any]) -> Any:
     return collate([_worker_dataset[position] for position in chunk])
 
 
+def _decode_one(position: int) -> Any:
+    return _worker_dataset[position]
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+class _Workers:
+    """A process pool that can be replaced when one of its workers dies (the OOM killer, a
+    decoder that crashes): the pool is then broken for every queued task, so it is rebuilt."""
+
+    def __init__(self, dataset: Any, workers: int):
+        self.dataset = dataset
+        self.workers = workers
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=worker_context(),
+            initializer=_install,
+            initargs=(self.dataset, os.getpid()),
+        )
+
+    def submit(self, function: Callable, *args: Any) -> Future:
+        return self.pool.submit(function, *args)
+
+    def restart(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._start()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def alone(self, function: Callable, *args: Any) -> tuple[bool, Any]:
+        """Run one task with nothing else in flight: (False, None) if it killed its worker."""
+        try:
+            return True, self.pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            self.restart()
+            return False, None
+
+
+def recovered(
+    workers: _Workers,
+    chunk: Sequence[int],
+    collate: Callable[[list], Any],
+    died: Callable[[int], Any],
+) -> Any:
+    """A chunk that was in flight when a worker died (it may be innocent: every task of a
+    broken pool fails). Retried alone in a fresh pool; if it kills that one too, each of its
+    items alone, twice at most: an item that kills its worker both times becomes
+    `died(position)`. A dead worker so costs at most the items that kill it."""
+    workers.restart()
+    done, result = workers.alone(_decode, chunk, collate)
+    if done:
+        return result
+    samples = []
+    for position in chunk:
+        done, sample = workers.alone(_decode_one, position)
+        if not done:
+            done, sample = workers.alone(_decode_one, position)
+        samples.append(sample if done else died(position))
+    return collate(samples)
 
 
 def decoded_batches(
@@ -52,34 +116,39 @@ def decoded_batches(
     collate: Callable[[list], Any],
     workers: int,
     read_ahead: int,
+    died: Callable[[int], Any] | None = None,
 ) -> Iterator[Any]:
     """`collate([dataset[p] for p in chunk])` for each chunk, in order.
 
     With `workers == 0` everything runs inline (the sequential reference). Otherwise at most
-    `read_ahead` chunks are in flight; closing the generator cancels what is queued.
+    `read_ahead` chunks are in flight; closing the generator cancels what is queued. With
+    `died`, a worker's death costs at most the items that cause it (see `recovered`); without
+    it, a dead worker ends the run with BrokenProcessPool.
     """
     if workers == 0:
         for chunk in chunks:
             yield collate([dataset[position] for position in chunk])
         return
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=worker_context(),
-        initializer=_install,
-        initargs=(dataset, os.getpid()),
-    )
-    pending: deque[Future] = deque()
+    pool = _Workers(dataset, workers)
+    pending: deque[tuple[Sequence[int], Future]] = deque()
     remaining = iter(chunks)
     try:
         for chunk in remaining:
-            pending.append(pool.submit(_decode, chunk, collate))
+            pending.append((chunk, pool.submit(_decode, chunk, collate)))
             if len(pending) >= read_ahead:
                 break
         while pending:
-            result = pending.popleft().result()
+            chunk, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                if died is None:
+                    raise
+                result = recovered(pool, chunk, collate, died)
+                pending = deque((c, pool.submit(_decode, c, collate)) for c, _ in pending)
             following = next(remaining, None)
             if following is not None:
-                pending.append(pool.submit(_decode, following, collate))
+                pending.append((following, pool.submit(_decode, following, collate)))
             yield result
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()

@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -100,7 +102,8 @@ def export(config: ExportConfig) -> Path:
     kept = files_not_ours(target)  # refuses a folder that is not an artifact, before any work
     loaded = load_model(config.model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    remove_dead_staging(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
     try:
         graphs = [export_one(tower, staging, config, loaded.fingerprint) for tower in loaded.towers]
         tokenizer_dir = save_processor(loaded, staging)
@@ -114,6 +117,37 @@ def export(config: ExportConfig) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# `.<name>.staging-<host>-<pid>-<random>`: an export killed before its `finally` (SIGTERM,
+# SIGKILL, the OOM killer) leaves its staging folder; the next export beside it removes it
+# once that process is gone. `.old-` folders of a swap cut short the same way.
+STAGING = re.compile(r"^\..+\.(?:staging|old)-(?P<host>.+)-(?P<pid>\d+)-[^-]*$")
+
+
+def staging_prefix(target: Path) -> str:
+    return f".{target.name}.staging-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_dead_staging(folder: Path) -> None:
+    """Remove staging folders of exports on this host whose process no longer exists."""
+    if not folder.is_dir():
+        return
+    host = socket.gethostname()
+    for entry in folder.iterdir():
+        found = STAGING.match(entry.name)
+        if found and found["host"] == host and not process_alive(int(found["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 def export_one(tower: Tower, staging: Path, config: ExportConfig, model_id: str) -> GraphInfo:
@@ -325,7 +359,7 @@ def replace_folder(staging: Path, target: Path, kept: Sequence[str] = ()) -> Non
         )
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{socket.gethostname()}-{os.getpid()}-")
         os.replace(target, old)
     staging.rename(target)
     if old is not None:

@@ -120,8 +120,9 @@ class Modality(Protocol):
         """Models with equal keys in one pass share preprocessing (images of one size)."""
         ...
 
-    def export_sample(self, items: Sequence[Item]) -> Sample:
-        """A spread of the run's own items for validating (and calibrating) an export."""
+    def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:
+        """A spread of the run's own items for validating (and calibrating) an export; an
+        item that takes longer than `timeout_s` to read is left out."""
         ...
 
     def sweep_inputs(self, feed: Feed, items: Sequence[Item]) -> MakeInputs:

@@ -11,10 +11,11 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,7 @@ from ducho_fast.core.records import Batch, Failure, Item, Shard
 from ducho_fast.modalities.base import BATCH_SIZES, Feed, Inputs, MakeInputs, Sample
 
 SAMPLE_IMAGES = 32
+T = TypeVar("T")
 
 
 class ItemTimeoutError(TimeoutError):
@@ -52,6 +54,40 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def within(seconds: float, function: Callable[[], T]) -> T:
+    """`function()`, or ItemTimeoutError after `seconds` (0: no limit).
+
+    In a main thread (a worker process, a sequential run) SIGALRM interrupts the read. Other
+    threads cannot take signals (inline decoding runs in the read-ahead thread), so the call
+    runs in a daemon thread that is abandoned when it overruns: it cannot hang the run, and it
+    ends with the read it is stuck in.
+    """
+    if seconds <= 0:
+        return function()
+    if threading.current_thread() is threading.main_thread():
+        with time_limit(seconds):
+            return function()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="ducho-fast-decode", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ItemTimeoutError(f"timed out after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+WORKER_DIED = "decode worker died (killed, e.g. out of memory, or the decoder crashed) twice"
+
+
 class ImageDataset:
     """Map-style dataset for the decode workers: decode once, preprocess per distinct spec."""
 
@@ -73,20 +109,29 @@ class ImageDataset:
     def __getitem__(self, position: int) -> tuple[int, dict | None, Failure | None, dict]:
         item = self.items[position]
         timings: dict[str, float] = {}
-        stage = "decode"
+        stage = ["decode"]
+
+        def prepare() -> dict[str, np.ndarray]:
+            start = time.perf_counter()
+            image = decode_image(item.path, self.draft_side)
+            timings["read_decode"] = time.perf_counter() - start
+            stage[0] = "preprocess"
+            start = time.perf_counter()
+            pixels = {key: preprocess_image(image, s) for key, s in self.specs.items()}
+            timings["preprocess"] = time.perf_counter() - start
+            return pixels
+
         try:
-            with time_limit(self.timeout_s):
-                start = time.perf_counter()
-                image = decode_image(item.path, self.draft_side)
-                timings["read_decode"] = time.perf_counter() - start
-                stage = "preprocess"
-                start = time.perf_counter()
-                pixels = {key: preprocess_image(image, s) for key, s in self.specs.items()}
-                timings["preprocess"] = time.perf_counter() - start
+            pixels = within(self.timeout_s, prepare)
         except Exception as exc:  # every bad file is recorded, none stops the run
             message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return position, None, Failure(item.item_id, item.path, stage, message), timings
+            return position, None, Failure(item.item_id, item.path, stage[0], message), {}
         return position, pixels, None, timings
+
+    def died(self, position: int) -> tuple[int, None, Failure, dict]:
+        """The record of an item that killed its decode worker again when retried alone."""
+        item = self.items[position]
+        return position, None, Failure(item.item_id, item.path, "decode", WORKER_DIED), {}
 
 
 def collate_images(samples: list) -> tuple[list[int], dict, list[Failure], dict[str, float]]:
@@ -122,12 +167,14 @@ def image_batches(
     if not plan:
         return
     workers = options.workers if options.pipelined else 0
+    dataset = ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft)
     loader = decoded_batches(
-        ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft),
+        dataset,
         [chunk for _, chunk, _ in plan],
         collate_images,
         workers,
         read_ahead=max(workers, 1) * options.prefetch_batches,
+        died=dataset.died,
     )
     for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
         for stage, seconds in timings.items():
@@ -228,13 +275,13 @@ class ImageModality:
     def feed_key(self, spec: Any, index: int) -> str:
         return spec_key(spec)
 
-    def export_sample(self, items: Sequence[Item]) -> Sample:
-        """An even spread of the pass's images; files that do not decode are left out (the
-        run records them)."""
+    def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:
+        """An even spread of the pass's images; files that do not decode (in `timeout_s`)
+        are left out (the run records them)."""
         usable = []
         for item in items[:: max(len(items) // SAMPLE_IMAGES, 1)][:SAMPLE_IMAGES]:
             try:
-                decode_image(item.path)
+                within(timeout_s, partial(decode_image, item.path))
             except Exception:  # any file that does not decode is just left out of the sample
                 continue
             usable.append(Path(item.path))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ducho_fast.core.io import atomic_bytes, atomic_json
+from ducho_fast.core.io import atomic_bytes, atomic_file, atomic_json
 from ducho_fast.engine.sinks.base import ReadShards
 
 
@@ -27,15 +26,17 @@ class CompactSink:
         count = sum(a.shape[0] for a in arrays)
         dim = arrays[0].shape[1] if arrays else 0
         dtype = np.float16 if fp16 else np.float32
-        tmp = folder / ".features.npy.tmp"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(count, dim))
-        offset = 0
-        for array in arrays:
-            out[offset : offset + array.shape[0]] = array.astype(dtype)
-            offset += array.shape[0]
-        out.flush()
-        del out
-        os.replace(tmp, folder / "features.npy")
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (count, dim),
+        }
+        # Streamed through write(), not a memory map: a full disk is then an OSError with
+        # a message (OutputError), not SIGBUS.
+        with atomic_file(folder / "features.npy") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            for array in arrays:
+                handle.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
         atomic_bytes(folder / "ids.txt", ("\n".join(ids) + ("\n" if ids else "")).encode())
         record = {**manifest, "count": count, "dim": dim, "dtype": np.dtype(dtype).name}
         atomic_json(folder / "manifest.json", record)
