@@ -145,13 +145,17 @@ def content_hash(manifest: Manifest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def seal(manifest: Manifest) -> Manifest:
+    """The manifest with its content hash set (as `write_manifest` writes it)."""
+    return manifest.model_copy(update={"manifest_sha256": content_hash(manifest)})
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     """Atomic write: a reader sees the old manifest or the new one, never half of one. The
     manifest carries its own content hash, so an edit (its preprocessing) is refused."""
     path = folder / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
-    sealed = manifest.model_copy(update={"manifest_sha256": content_hash(manifest)})
-    tmp.write_text(json.dumps(sealed.model_dump(mode="json"), indent=2))
+    tmp.write_text(json.dumps(seal(manifest).model_dump(mode="json"), indent=2))
     os.replace(tmp, path)
     return path
 
