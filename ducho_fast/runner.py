@@ -158,10 +158,9 @@ def start_decoding_early(
     found = [peek_feed(m.ref, m.choice, task.kind, i) for i, m in enumerate(task.models)]
     if any(feed is None for feed in found):
         return None
-    probe = ShardStore(task.state_dir, {}, [])
+    probe = ShardStore(task.state_dir, {}, [], inputs.fingerprints)
     if plan.overwrite and probe.has_state():
         return None
-    probe.item_fingerprints = inputs.fingerprints
     feeds = {feed.key: feed for feed in found if feed is not None}
     shards = probe.pending_shards(listing.items, options.shard_size)
     batches = kind.batches(listing.items, feeds, shards, options, timer)
@@ -210,8 +209,7 @@ def prepare_pass(
         "decode": decoding(task.kind, plan.options),
     }  # what every item's features depend on; each item's own input has its fingerprint
     listing = inputs.listing
-    store = ShardStore(task.state_dir, fingerprint, outputs)
-    store.item_fingerprints = inputs.fingerprints
+    store = ShardStore(task.state_dir, fingerprint, outputs, inputs.fingerprints)
     store.open(plan.overwrite)
     store.write_stamps(inputs.stamps)
     options = replace(plan.options, batch_size=batch_size)

@@ -21,6 +21,8 @@ from PIL import Image
 from ducho_fast.api import RunOptions, SingleModelJob, extract_config, extract_single
 from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.core.errors import ArtifactError, ConfigError
+from ducho_fast.engine import fingerprint
+from ducho_fast.engine.fingerprint import hash_file
 from ducho_fast.engine.state import read_failures
 from ducho_fast.modalities.image import synthetic_images
 
@@ -214,19 +216,41 @@ def test_replaced_new_and_removed_images(tiny_clip, photos, tmp_path):
     assert_same(ducho_files(out, tiny_clip, "image_embeds"), after)
 
 
-def test_a_touched_but_unchanged_image_is_not_recomputed(tiny_clip, photos, tmp_path):
+@pytest.fixture
+def trusted_stamps(monkeypatch) -> list[str]:
+    """Stamps trusted at once (files made by a test are younger than the 2 s margin); the
+    list collects every file hashed."""
+    hashed: list[str] = []
+
+    def counting(path: str) -> str:
+        hashed.append(Path(path).name)
+        return hash_file(path)
+
+    monkeypatch.setattr(fingerprint, "RACY_NS", 0)
+    monkeypatch.setattr(fingerprint, "hash_file", counting)
+    return hashed
+
+
+def test_a_touched_but_unchanged_image_is_not_recomputed(
+    tiny_clip, photos, tmp_path, trusted_stamps
+):
     out = tmp_path / "out"
     images(tiny_clip, photos, out)
+    assert len(trusted_stamps) == 6
     later = time.time_ns() + 5_000_000_000
     os.utime(photos / "p1.jpg", ns=(later, later))  # new stat, same bytes
     data = (photos / "p3.jpg").read_bytes()
     (photos / "p3.jpg").unlink()
     (photos / "p3.jpg").write_bytes(data)  # a new inode, same bytes
+    trusted_stamps.clear()
     assert images(tiny_clip, photos, out).metrics["items"] == 0
+    assert sorted(trusted_stamps) == ["p1.jpg", "p3.jpg"]  # the others: their stat vouched
 
 
-def test_a_same_size_rewrite_keeping_the_mtime_is_recomputed(tiny_clip, photos, tmp_path):
-    """`cp -p`, rsync -t and `touch -d` restore an mtime: the stat that skips re-hashing
+def test_a_same_size_rewrite_keeping_the_mtime_is_recomputed(
+    tiny_clip, photos, tmp_path, trusted_stamps
+):
+    """`cp -p`, rsync -t and `touch -d` restore an mtime: the stat that spares re-hashing
     includes the ctime, which no tool can set."""
     out = tmp_path / "out"
     images(tiny_clip, photos, out)
@@ -355,6 +379,62 @@ def test_a_new_output_path_gets_every_file(tiny_vit, photos, tmp_path):
     extract_config(image_config(dataset, tiny_vit, "first"), options=quiet)
     for root in ("first", "second"):
         assert "p4.npy" not in {p.name for p in (dataset / root / layer).glob("*.npy")}
+
+
+def test_sink_files_of_a_commit_killed_before_its_marker_are_redone(tiny_clip, photos, tmp_path):
+    """A later attempt at p1 wrote its Ducho file, then the run died before the marker (and
+    the input was put back): the file must not keep that attempt's values."""
+    out = tmp_path / "out"
+    images(tiny_clip, photos, out)
+    (state,) = {path.parent for path in out.rglob("run.json")}
+    ducho_file = out / "ducho" / tiny_clip.name / "image_embeds" / "p1.npy"
+    np.save(ducho_file, np.zeros_like(np.load(ducho_file)))
+    (state / "intent-00099.json").write_text(json.dumps({"ids": ["p1"]}))
+    assert images(tiny_clip, photos, out).metrics["items"] == 0
+    assert_same(
+        ducho_files(out, tiny_clip, "image_embeds"), compact(out, tiny_clip, "image_embeds")
+    )
+
+
+def test_fusion_drops_an_item_gone_from_one_input(tiny_clip, photos, tmp_path):
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    (dataset / "images").symlink_to(photos)
+    rows = {f"p{i}": text for i, text in enumerate(TEXTS.values())}
+    write_table(dataset / "items.tsv", rows)
+    config = {
+        "dataset_path": str(dataset),
+        "shard_size": 2,
+        "workers": 0,
+        "visual_textual": {
+            "items": {
+                "input_path": {"visual": "images", "textual": "items.tsv"},
+                "item_column": "id",
+                "text_column": "text",
+                "output_path": {"visual": "v", "textual": "t"},
+                "model": [
+                    {
+                        "model_name": str(tiny_clip),
+                        "backend": "transformers",
+                        "output_layers": 1,
+                        "batch_size": 2,
+                        "fusion": ["concat"],
+                    }
+                ],
+            }
+        },
+    }
+    path = dataset / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    quiet = RunOptions(progress=False)
+    extract_config(path, options=quiet)
+    fused = dataset / "v_t_concat" / "transformers" / tiny_clip.name / "1"
+    assert len(list(fused.glob("*.npy"))) == 6
+    write_table(dataset / "items.tsv", {k: v for k, v in rows.items() if k != "p4"})
+    extract_config(path, options=quiet)
+    assert sorted(p.stem for p in fused.glob("*.npy")) == ["p0", "p1", "p2", "p3", "p5"]
+    compact_fused = dataset / "ducho-fast" / "v_t_concat" / "transformers" / tiny_clip.name / "1"
+    assert (compact_fused / "ids.txt").read_text().split() == ["p0", "p1", "p2", "p3", "p5"]
 
 
 @pytest.mark.parametrize("damage", ["features deleted", "features truncated", "marker garbled"])

@@ -87,11 +87,17 @@ class LiveView:
 class ShardStore:
     """The committed state of one extraction pass (one source through one or more models)."""
 
-    def __init__(self, state_dir: Path, fingerprint: dict, outputs: Sequence[LayerOutput]):
+    def __init__(
+        self,
+        state_dir: Path,
+        fingerprint: dict,
+        outputs: Sequence[LayerOutput],
+        item_fingerprints: Mapping[str, str | None] | None = None,
+    ):
         self.state_dir = state_dir
-        self.fingerprint = fingerprint
+        self.fingerprint = fingerprint  # what every item's features depend on
         self.outputs = {output.name: output for output in outputs}
-        self.item_fingerprints: Mapping[str, str | None] = {}  # id -> the input's, now
+        self.item_fingerprints = item_fingerprints or {}  # id -> its input's, now
 
     def open(self, overwrite: bool) -> None:
         """Refuse output from a different configuration unless `overwrite` (then wipe it);
