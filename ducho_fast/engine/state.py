@@ -169,7 +169,11 @@ class ShardStore:
         self.reset()
 
     def reset(self) -> None:
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        """Forget every record (only the state's own files: anything else there is kept)."""
+        shutil.rmtree(self.state_dir / "features", ignore_errors=True)
+        for pattern in ("shard-*.json", "intent-*.json", STATE_FILE, LIVE_FILE):
+            for path in self.state_dir.glob(pattern):
+                path.unlink(missing_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     def marker(self, shard: int) -> Path:
