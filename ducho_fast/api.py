@@ -21,6 +21,7 @@ from ducho_fast.ducho_plan import build_plan
 from ducho_fast.engine.autotune import planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
+from ducho_fast.engine.state import STATE_HOME
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.plan import ExtractPlan, ModelTask, PassTask
 from ducho_fast.runner import PassResult, extract_plan
@@ -135,7 +136,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         kind,
         single_lister(job),
         (model,),
-        job.output / ".state" / label,
+        job.output / STATE_HOME / label,
         job.output / "failures.tsv",
         job.batch_size,
     )

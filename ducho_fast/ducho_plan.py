@@ -2,9 +2,9 @@
 
 Layout (as Ducho writes it): `<dataset_path>/<output_path>/<backend>/<model>/<layer>/<id>.npy`,
 float32 (1, D). Compact output (features.npy, ids.txt, manifest.json per model and layer) goes
-to `<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state to
-`<dataset_path>/ducho-fast/.state/`. Differences from Ducho, where Ducho is wrong, are listed
-in the README.
+to `<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state into the
+output it describes (`<dataset_path>/<output_path>/.ducho-fast/state/`). Differences from
+Ducho, where Ducho is wrong, are listed in the README.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ducho_fast.core.records import Item, Listing
 from ducho_fast.engine.autotune import AutoPick, planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
+from ducho_fast.engine.state import STATE_HOME
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.plan import ExtractPlan, FusionInput, FusionTask, ModelTask, PassTask
 from ducho_fast.runtime.table import RuntimeChoice
@@ -121,9 +122,10 @@ class DuchoPlanner:
             fp16_storage=self.config.fp16_storage,
         )
 
-    def state_dir(self, *parts: str) -> Path:
+    def state_dir(self, out_root: Path, *parts: str) -> Path:
+        """A pass's state, inside the output folder it describes (it goes where that goes)."""
         safe = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
-        return self.fast / ".state" / safe
+        return out_root / STATE_HOME / safe
 
     def image_pass(self, name: str, folder: Path, out_root: Path, entries) -> PassTask:
         if not folder.is_dir():
@@ -134,7 +136,7 @@ class DuchoPlanner:
             kind="image",
             list_items=partial(list_images, folder, self.config.ducho_ids),
             models=models,
-            state_dir=self.state_dir(name, *(m.label for m in models)),
+            state_dir=self.state_dir(out_root, name, *(m.label for m in models)),
             failures_path=out_root / "failures.tsv",
             batch_size=min((e.batch_size for e in entries if e.batch_size), default=None),
         )
@@ -151,7 +153,7 @@ class DuchoPlanner:
                     kind="text",
                     list_items=clean_listing(list_items, entry.clear_text),
                     models=(model,),
-                    state_dir=self.state_dir(name, entry.backend, model.label),
+                    state_dir=self.state_dir(out_root, name, entry.backend, model.label),
                     failures_path=out_root / "failures.tsv",
                     batch_size=entry.batch_size,
                 )

@@ -9,7 +9,6 @@ shard; fusion reads the passes' committed features, never a sink's files.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -24,10 +23,11 @@ from ducho_fast.core.records import Failure, Listing, Shard
 from ducho_fast.engine.autotune import auto_choice
 from ducho_fast.engine.batch_sweep import SweepCache, choose_batch_size, sweep_key
 from ducho_fast.engine.executors import PreparedPass, get_executor
+from ducho_fast.engine.fingerprint import FileStamps, item_fingerprints
 from ducho_fast.engine.fusion import fuse, join_by_id
-from ducho_fast.engine.pipeline import ModelJob, ReadAhead, plan_shards
-from ducho_fast.engine.sinks import get_sink
-from ducho_fast.engine.state import ShardStore, committed_output, write_failures
+from ducho_fast.engine.pipeline import ModelJob, ReadAhead
+from ducho_fast.engine.sinks import discard, get_sink
+from ducho_fast.engine.state import ShardStore, committed_output, live_blocks, write_failures
 from ducho_fast.modalities import Feed, Sample, modality
 from ducho_fast.plan import ExtractPlan, FusionTask, ModelTask, PassTask
 from ducho_fast.resolve import (
@@ -51,6 +51,20 @@ class PassResult:
     outputs: list[Path]
 
 
+@dataclass(frozen=True)
+class PassInput:
+    """The pass's items and each one's content fingerprint, which a rerun compares."""
+
+    listing: Listing
+    fingerprints: dict[str, str | None]  # item id -> fingerprint (engine/fingerprint.py)
+    stamps: FileStamps  # what spares re-hashing unchanged files on the next run
+
+
+def pass_input(task: PassTask, listing: Listing) -> PassInput:
+    stamps = ShardStore(task.state_dir, {}, []).read_stamps()
+    return PassInput(listing, *item_fingerprints(listing.items, stamps))
+
+
 def run_pass(
     task: PassTask, plan: ExtractPlan, progress: bool, listing: Listing | None = None
 ) -> PassResult:
@@ -59,19 +73,21 @@ def run_pass(
     if not listing.items:  # every item failed while listing: no model to open
         failures = list(listing.failures)
         return PassResult(task.name, len(failures), 0, failures, timer.summary(), [])
+    with timer.stage("fingerprint"):
+        inputs = pass_input(task, listing)
     task, runtime_choices = measured_choices(task, listing, timer)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
     if known_size is not None:
         options = replace(plan.options, batch_size=known_size)
-        early = start_decoding_early(task, plan, listing, options, timer)
+        early = start_decoding_early(task, plan, inputs, options, timer)
     try:
         opened = [
             open_model(m.ref, task.kind, m.choice, i, export_sample(m, task, listing, plan))
             for i, m in enumerate(task.models)
         ]
         size, how = task_batch_size(task, opened, listing, timer)
-        prepared = prepare_pass(task, plan, listing, opened, size, timer, early)
+        prepared = prepare_pass(task, plan, inputs, opened, size, timer, early)
         get_executor(plan.executor).run(prepared, progress)
         result = finish_pass(task, prepared)
         result.metrics.update(batch_size=size, batch_size_choice=how)
@@ -140,21 +156,22 @@ class EarlyDecode:
 
 
 def start_decoding_early(
-    task: PassTask, plan: ExtractPlan, listing: Listing, options: PipelineOptions, timer
+    task: PassTask, plan: ExtractPlan, inputs: PassInput, options: PipelineOptions, timer
 ) -> EarlyDecode | None:
     """Decode the first items while the models open, when their preprocessing is already
     known (exported artifacts) and which shards are pending cannot change (no overwrite)."""
+    listing = inputs.listing
     kind = modality(task.kind)
     if not kind.starts_early or not options.pipelined or options.workers == 0:
         return None
     found = [peek_feed(m.ref, m.choice, task.kind, i) for i, m in enumerate(task.models)]
     if any(feed is None for feed in found):
         return None
-    probe = ShardStore(task.state_dir, {}, [])
+    probe = ShardStore(task.state_dir, {}, [], inputs.fingerprints)
     if plan.overwrite and probe.has_state():
         return None
     feeds = {feed.key: feed for feed in found if feed is not None}
-    shards = plan_shards(len(listing.items), options.shard_size, probe)
+    shards = probe.pending_shards(listing.items, options.shard_size)
     batches = kind.batches(listing.items, feeds, shards, options, timer)
     reader = ReadAhead(batches, options.prefetch_batches, timer)
     return EarlyDecode(feeds, shards, options.batch_size, reader)
@@ -182,7 +199,7 @@ def measured_choices(
 def prepare_pass(
     task: PassTask,
     plan: ExtractPlan,
-    listing: Listing,
+    inputs: PassInput,
     opened: list[OpenModel],
     batch_size: int,
     timer: StageTimer,
@@ -197,14 +214,15 @@ def prepare_pass(
         jobs.append(ModelJob(model.label, model_open.session, model_open.feed.key, routes))
     fingerprint = {
         "pass": task.name,
-        "items": hashlib.sha256("\n".join(i.item_id for i in listing.items).encode()).hexdigest(),
-        "shard_size": plan.options.shard_size,
         "models": [o.fingerprint for o in opened],
-    }
-    store = ShardStore(task.state_dir, fingerprint, outputs)
+        "decode": decoding(task.kind, plan.options),
+    }  # what every item's features depend on; each item's own input has its fingerprint
+    listing = inputs.listing
+    store = ShardStore(task.state_dir, fingerprint, outputs, inputs.fingerprints)
     store.open(plan.overwrite)
+    store.write_stamps(inputs.stamps)
     options = replace(plan.options, batch_size=batch_size)
-    shards = plan_shards(len(listing.items), options.shard_size, store)
+    shards = store.pending_shards(listing.items, options.shard_size)
     feeds = {o.feed.key: o.feed for o in opened}
     started = (
         early.reader if early is not None and early.serves(feeds, shards, batch_size) else None
@@ -223,14 +241,19 @@ def prepare_pass(
     )
 
 
+def decoding(kind: str, options: PipelineOptions) -> dict:
+    """Decoding options that change pixels (part of the pass's fingerprint)."""
+    return {"jpeg_draft": options.jpeg_draft} if kind == "image" else {}
+
+
 def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
-    """Hand every committed shard to each sink's end-of-pass step; collect the failures."""
+    """Hand the pass's live rows to each sink's end-of-pass step (after removing the files of
+    items no longer live); collect the failures."""
     store = prepared.store
     metrics = prepared.timer.summary()
-    shards = store.committed()
-    failures = list(prepared.listing.failures)
-    failures += [Failure(**f) for s in shards for f in s["failures"]]
-    ids = [item_id for shard in shards for item_id in shard["ids"]]
+    view = store.finish(prepared.listing.items)
+    failures = list(prepared.listing.failures) + view.failures
+    ids = view.ids
     written = []
     for output in store.outputs.values():
         record = {
@@ -240,8 +263,10 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
             "metrics": metrics,
         }
         for sink_name, folder in output.folders.items():
-            reader = lambda name=output.name: store.read_features(name, shards)  # noqa: E731
-            get_sink(sink_name).finalize(folder, ids, reader, record, output.fp16)
+            sink = get_sink(sink_name)
+            discard(sink, folder, view.stale)
+            reader = lambda name=output.name: live_blocks(store.state_dir, name, view)  # noqa: E731
+            sink.finalize(folder, ids, reader, record, output.fp16)
         folders = output.folders
         written += [folders.get("compact") or next(iter(folders.values()))] if folders else []
     return PassResult(task.name, len(ids) + len(failures), len(ids), failures, metrics, written)
@@ -249,10 +274,12 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
 
 def run_fusion(task: FusionTask) -> Path | None:
     """Fuse two finished outputs by id, from the passes' committed features."""
-    ids_a, a = committed_output(task.a.state_dir, task.a.output)
-    ids_b, b = committed_output(task.b.state_dir, task.b.output)
-    ids, rows_a, rows_b = join_by_id(ids_a, ids_b)
+    view_a, a = committed_output(task.a.state_dir, task.a.output)
+    view_b, b = committed_output(task.b.state_dir, task.b.output)
+    ids, rows_a, rows_b = join_by_id(view_a.ids, view_b.ids)
     fused = fuse([a[rows_a], b[rows_b]], task.method, task.normalize)
+    known = {*view_a.ids, *view_a.stale, *view_b.ids, *view_b.stale}
+    stale = sorted(known - set(ids))  # no longer in both inputs, or failed in one
     record = {
         "fusion": task.method,
         "inputs": [task.a.output, task.b.output],
@@ -260,6 +287,7 @@ def run_fusion(task: FusionTask) -> Path | None:
     }
     for sink_name, folder in task.folders.items():
         sink = get_sink(sink_name)
+        discard(sink, folder, stale)
         sink.write_shard(folder, ids, fused)
         sink.finalize(folder, ids, lambda: iter([fused]), record, False)
     return next(iter(task.folders.values()), None)

@@ -115,7 +115,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny_clip, product_images,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    state = output / ".state" / tiny_clip.name
+    state = output / ".ducho-fast" / "state" / tiny_clip.name
     deadline = time.monotonic() + 120
     while len(list(state.glob("shard-*.json"))) < 3 and time.monotonic() < deadline:
         finished = process.poll()

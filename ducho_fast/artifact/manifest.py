@@ -1,12 +1,14 @@
 """The artifact manifest: everything the runtime needs, so it never guesses.
 
-Validated on read (pydantic, frozen): a manifest from a newer schema, a graph whose file hash
-changed, or an export that never passed validation is refused with the reason.
+Validated on read (pydantic, frozen): a manifest from a newer schema, one edited after export
+(its own content hash, `manifest_sha256`, no longer matches), a graph whose file hash changed,
+or an export that never passed validation is refused with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from ducho_fast.core.errors import ArtifactError
 from ducho_fast.core.io import atomic_json, sha256_file
 
-SCHEMA_VERSION = 2  # 2: one `preprocess` per graph, whatever its modality
+SCHEMA_VERSION = 3  # 2: one `preprocess` per graph, whatever its modality; 3: manifest_sha256
 MANIFEST_NAME = "manifest.json"
 # Sizes, mtimes and inodes of files whose hashes were last checked, so reopening an unchanged
 # artifact skips re-hashing hundreds of MB (the quick check make and rsync use).
@@ -72,6 +74,8 @@ class Manifest(Frozen):
     library_versions: dict[str, str]
     tensorrt: dict[str, Any] | None = None
     valid: bool
+    # The hash of everything above (see content_hash); None only in schemas before 3.
+    manifest_sha256: str | None = None
 
     def graph(self, name: str) -> GraphInfo:
         for graph in self.graphs:
@@ -134,11 +138,24 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def content_hash(manifest: Manifest) -> str:
+    """SHA-256 of the manifest's content without its own hash field (canonical JSON)."""
+    data = manifest.model_dump(mode="json", exclude={"manifest_sha256"})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def seal(manifest: Manifest) -> Manifest:
+    """The manifest with its content hash set (as `write_manifest` writes it)."""
+    return manifest.model_copy(update={"manifest_sha256": content_hash(manifest)})
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
-    """Atomic write: a reader sees the old manifest or the new one, never half of one."""
+    """Atomic write: a reader sees the old manifest or the new one, never half of one. The
+    manifest carries its own content hash, so an edit (its preprocessing) is refused."""
     path = folder / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+    tmp.write_text(json.dumps(seal(manifest).model_dump(mode="json"), indent=2))
     os.replace(tmp, path)
     return path
 
@@ -159,9 +176,21 @@ def read_manifest(folder: Path, verify_hashes: bool = True) -> Manifest:
         )
     if not manifest.valid:
         raise ArtifactError(f"{folder} did not pass validation; it cannot be used")
+    check_content(path, manifest)
     if verify_hashes:
         verify_files(Path(folder), manifest)
     return manifest
+
+
+def check_content(path: Path, manifest: Manifest) -> None:
+    """The manifest says how inputs are preprocessed: an edited one would be used silently."""
+    if manifest.manifest_sha256 is None and manifest.schema_version < 3:
+        return  # written before manifests carried their hash: export again to get the check
+    if manifest.manifest_sha256 != content_hash(manifest):
+        raise ArtifactError(
+            f"{path} was edited after export (its content no longer matches its "
+            "manifest_sha256): restore it or export again (a cached export: delete its folder)"
+        )
 
 
 def verify_files(folder: Path, manifest: Manifest) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.core.records import Batch, Item
 from ducho_fast.engine.state import ShardStore
 from ducho_fast.runtime.base import Session
 
@@ -34,15 +34,6 @@ class ModelJob:
     session: Session
     input_key: str
     outputs: Mapping[str, str]  # graph output name -> writer target name
-
-
-def plan_shards(count: int, shard_size: int, store: ShardStore) -> list[Shard]:
-    """Contiguous shards of the item list; committed ones are skipped (resume)."""
-    shards = []
-    for index, start in enumerate(range(0, count, shard_size)):
-        if not store.is_done(index):
-            shards.append(Shard(index, tuple(range(start, min(start + shard_size, count)))))
-    return shards
 
 
 # --- images ------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Atomic, resumable pass state: committed shards, their features, and the sinks' files.
 
-A run's items are split into shards. For each shard, the engine's own copy of its features
-(float32, in the state folder) and every sink's files are written to temporary names and
-renamed; the shard's marker (`shard-NNNNN.json`) is written last. A shard with a marker whose
-fingerprint matches is never redone; one without is redone whole, so an interrupted run (even
-SIGKILL) resumes with nothing missing or duplicated. Fusion and the end-of-pass sinks read the
-engine's copy, never another sink's files.
+The state lives inside the output it describes (`<output root>/.ducho-fast/state/<pass>/`), so
+it moves and goes with it. It is a journal of shards. Each shard holds some items' features
+(the engine's own float32 copy, which fusion and every sink read) and, in its marker
+(`shard-NNNNN.json`, written last: the commit point), each item's content fingerprint and the
+items that failed. The latest record of an id wins. A rerun recomputes, in new shards, every
+item whose latest record is a failure, whose fingerprint differs from its input's now, or that
+has no record; everything else is kept. A marker whose features are missing or do not have
+the rows it lists is dropped on reopening, so its items are redone, never trusted. Sink files
+of a commit that never reached its marker are removed on reopening (its intent file names
+them). `finish` gives the pass's live rows: the current items, in input order.
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ import io
 import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.io import atomic_bytes, atomic_json, npy_bytes
-from ducho_fast.core.records import Failure
-from ducho_fast.engine.sinks import LayerOutput, get_sink
+from ducho_fast.core.records import Failure, Item, Shard
+from ducho_fast.engine.fingerprint import FileStamps
+from ducho_fast.engine.sinks import LayerOutput, discard, get_sink
 
+STATE_VERSION = 2  # 2: per-item fingerprints, a journal of shards (1 had neither)
+STATE_HOME = Path(".ducho-fast", "state")
 STATE_FILE = "run.json"
+LIVE_FILE = "live.json"
+STAMPS_FILE = "files.json"
 FAILURE_COLUMNS = ("id", "path", "stage", "error")
+BLOCK_ROWS = 4096
 
 
 def features_dir(state_dir: Path, output: str) -> Path:
@@ -34,33 +46,87 @@ def features_dir(state_dir: Path, output: str) -> Path:
     return state_dir / "features" / hashlib.sha256(output.encode()).hexdigest()[:16]
 
 
+def shard_file(state_dir: Path, output: str, shard: int) -> Path:
+    return features_dir(state_dir, output) / f"shard-{shard:05d}.npy"
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Record:
+    """The latest attempt at one item: its shard and row, or the failure it met there."""
+
+    shard: int
+    row: int = -1
+    fingerprint: str | None = None
+    failure: Failure | None = None
+
+    def current(self, fingerprint: str | None) -> bool:
+        """Features that still describe the item's input (a failure is always retried)."""
+        return self.failure is None and fingerprint is not None and self.fingerprint == fingerprint
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What a finished pass holds: the live ids in input order, where each row is, the
+    failures of current items, and `stale`: ids with features in the state that are no
+    longer live (gone from the input, or failed on their latest attempt)."""
+
+    ids: list[str]
+    shards: list[int]
+    rows: list[int]
+    failures: list[Failure]
+    stale: list[str]
+
+
 class ShardStore:
     """The committed state of one extraction pass (one source through one or more models)."""
 
-    def __init__(self, state_dir: Path, fingerprint: dict, outputs: Sequence[LayerOutput]):
+    def __init__(
+        self,
+        state_dir: Path,
+        fingerprint: dict,
+        outputs: Sequence[LayerOutput],
+        item_fingerprints: Mapping[str, str | None] | None = None,
+    ):
         self.state_dir = state_dir
-        self.fingerprint = fingerprint
+        self.fingerprint = fingerprint  # what every item's features depend on
         self.outputs = {output.name: output for output in outputs}
+        self.item_fingerprints = item_fingerprints or {}  # id -> its input's, now
 
     def open(self, overwrite: bool) -> None:
-        """Refuse output from a different configuration unless `overwrite` (then wipe it)."""
+        """Refuse output from a different configuration unless `overwrite` (then wipe it);
+        `overwrite` always starts clean. Drop what a killed run or damage left behind."""
         state = self.state_dir / STATE_FILE
-        if state.is_file():
-            saved = json.loads(state.read_text())
-            previous = saved.get("fingerprint")
-            if previous != self.fingerprint:
-                if not overwrite:
-                    raise ConfigError(
-                        f"{self.state_dir} holds output of a different configuration "
-                        f"(model, export, preprocessing or precision changed): refusing to mix "
-                        f"them. Re-run with --overwrite to replace it.\n  before: {previous}\n"
-                        f"  now:    {self.fingerprint}"
-                    )
-                self.wipe(saved.get("outputs", []))
-        elif overwrite:
-            self.wipe([])
+        saved = read_json(state)
+        saved = saved if isinstance(saved, dict) else {}
+        if overwrite:
+            self.wipe(saved.get("outputs", []))
+        elif saved.get("version") != STATE_VERSION:
+            self.reset()  # no state, or one this version cannot read: everything is redone
+        elif saved.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"{self.state_dir} holds output of a different configuration "
+                f"(model, export, preprocessing, decoding or precision changed): refusing to "
+                f"mix them. Re-run with --overwrite to replace it.\n  before: "
+                f"{saved.get('fingerprint')}\n  now:    {self.fingerprint}"
+            )
         self.remove_partial_writes()
-        atomic_json(state, {"fingerprint": self.fingerprint, "outputs": self.output_dirs()})
+        self.undo_unfinished_commits()
+        self.drop_damaged()
+        atomic_json(
+            state,
+            {
+                "version": STATE_VERSION,
+                "fingerprint": self.fingerprint,
+                "outputs": self.output_dirs(),
+            },
+        )
 
     def remove_partial_writes(self) -> None:
         """Temporary files a killed run left behind (written, never renamed into place)."""
@@ -70,6 +136,23 @@ class ShardStore:
             if folder.is_dir():
                 for stale in folder.glob(".*.tmp*"):
                     stale.unlink(missing_ok=True)
+
+    def undo_unfinished_commits(self) -> None:
+        """A commit killed before its marker may have written some sinks' files for its
+        items: remove them (`finish` writes whatever is still live from the state)."""
+        for intent in self.state_dir.glob("intent-*.json"):
+            found = read_json(intent)
+            ids = found.get("ids", []) if isinstance(found, dict) else []
+            for output in self.outputs.values():
+                for sink_name, folder in output.folders.items():
+                    discard(get_sink(sink_name), folder, ids)
+            intent.unlink(missing_ok=True)
+
+    def drop_damaged(self) -> None:
+        intact = {marker["shard"] for marker in self.markers()}
+        for path in self.state_dir.glob("shard-*.json"):
+            if shard_index(path) not in intact:
+                path.unlink(missing_ok=True)
 
     def has_state(self) -> bool:
         return (self.state_dir / STATE_FILE).is_file()
@@ -81,16 +164,80 @@ class ShardStore:
 
     def wipe(self, previous_outputs: Sequence[str]) -> None:
         """Remove this pass's state and outputs, and those the previous run recorded."""
-        shutil.rmtree(self.state_dir, ignore_errors=True)
         for folder in {*previous_outputs, *self.output_dirs()}:
             shutil.rmtree(folder, ignore_errors=True)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every record (only the state's own files: anything else there is kept)."""
+        shutil.rmtree(self.state_dir / "features", ignore_errors=True)
+        for pattern in ("shard-*.json", "intent-*.json", STATE_FILE, LIVE_FILE):
+            for path in self.state_dir.glob(pattern):
+                path.unlink(missing_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     def marker(self, shard: int) -> Path:
         return self.state_dir / f"shard-{shard:05d}.json"
 
-    def is_done(self, shard: int) -> bool:
-        return self.marker(shard).is_file()
+    def markers(self) -> list[dict]:
+        """Every intact marker, by shard index (see `intact`)."""
+        paths = sorted(self.state_dir.glob("shard-*.json"), key=shard_index)
+        return [m for m in map(self.intact, paths) if m is not None]
+
+    def intact(self, path: Path) -> dict | None:
+        """The marker, if it reads whole and every output's features have its rows."""
+        marker = read_json(path)
+        if not isinstance(marker, dict) or marker.get("shard") != shard_index(path):
+            return None
+        ids, prints, rows = marker.get("ids"), marker.get("fingerprints"), marker.get("rows")
+        if not (isinstance(ids, list) and isinstance(prints, list) and isinstance(rows, dict)):
+            return None
+        try:
+            marker["failures"] = [Failure(**f) for f in marker.get("failures", [])]
+        except TypeError:
+            return None
+        if len(prints) != len(ids):
+            return None
+        wanted = set(self.outputs) if ids and self.outputs else set(rows)
+        if not wanted <= set(rows):
+            return None
+        for name in wanted:
+            if not features_fit(
+                shard_file(self.state_dir, name, marker["shard"]), len(ids), rows[name]
+            ):
+                return None
+        return marker
+
+    def records(self, markers: Sequence[dict] | None = None) -> dict[str, Record]:
+        """The latest record of every id in the state."""
+        latest: dict[str, Record] = {}
+        for marker in self.markers() if markers is None else markers:
+            shard = marker["shard"]
+            for row, (item_id, print_) in enumerate(
+                zip(marker["ids"], marker["fingerprints"], strict=True)
+            ):
+                latest[item_id] = Record(shard, row, print_)
+            for failure in marker["failures"]:
+                latest[failure.item_id] = Record(shard, failure=failure)
+        return latest
+
+    def pending_shards(self, items: Sequence[Item], shard_size: int) -> list[Shard]:
+        """New shards, numbered after the last committed one, of the items to (re)compute."""
+        markers = self.markers()
+        latest = self.records(markers)
+        todo = [
+            position
+            for position, item in enumerate(items)
+            if not (
+                (record := latest.get(item.item_id)) is not None
+                and record.current(self.item_fingerprints.get(item.item_id))
+            )
+        ]
+        first = 1 + max((m["shard"] for m in markers), default=-1)
+        return [
+            Shard(first + n, tuple(todo[start : start + shard_size]))
+            for n, start in enumerate(range(0, len(todo), shard_size))
+        ]
 
     def commit(
         self,
@@ -100,38 +247,110 @@ class ShardStore:
         failures: Sequence[Failure],
     ) -> None:
         """Write one shard's features and sink files, then its marker (the commit point)."""
+        intent = self.state_dir / f"intent-{shard:05d}.json"
+        atomic_json(intent, {"ids": list(ids)})
+        rows = {}
         for name, array in features.items():
             output = self.outputs[name]
-            rows = array.astype(np.float32)
-            shard_file = features_dir(self.state_dir, name) / f"shard-{shard:05d}.npy"
-            atomic_bytes(shard_file, npy_bytes(rows))
+            values = array.astype(np.float32)
+            atomic_bytes(shard_file(self.state_dir, name, shard), npy_bytes(values))
+            rows[name] = list(values.shape)
             for sink_name, folder in output.folders.items():
-                get_sink(sink_name).write_shard(folder, ids, rows)
+                get_sink(sink_name).write_shard(folder, ids, values)
         atomic_json(
             self.marker(shard),
-            {"shard": shard, "ids": list(ids), "failures": [f.__dict__ for f in failures]},
+            {
+                "shard": shard,
+                "ids": list(ids),
+                "fingerprints": [self.item_fingerprints.get(i) for i in ids],
+                "rows": rows,
+                "failures": [f.__dict__ for f in failures],
+            },
         )
+        intent.unlink(missing_ok=True)
 
-    def committed(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.state_dir.glob("shard-*.json"))]
+    def finish(self, items: Sequence[Item]) -> LiveView:
+        """The pass's live rows (recorded for fusion) once every pending shard committed."""
+        latest = self.records()
+        ids, shards, rows, failures, live = [], [], [], [], set()
+        for item in items:
+            record = latest.get(item.item_id)
+            if record is None:
+                continue
+            if record.failure is not None:
+                failures.append(record.failure)
+                continue
+            ids.append(item.item_id)
+            shards.append(record.shard)
+            rows.append(record.row)
+            live.add(item.item_id)
+        stale = sorted(item_id for item_id in latest if item_id not in live)
+        view = LiveView(ids, shards, rows, failures, stale)
+        atomic_json(
+            self.state_dir / LIVE_FILE,
+            {"ids": ids, "shards": shards, "rows": rows, "stale": view.stale},
+        )
+        return view
 
-    def read_features(self, output: str, shards: Sequence[dict]) -> Iterator[np.ndarray]:
-        """The committed features of `output`, shard by shard in order (memory-mapped)."""
-        folder = features_dir(self.state_dir, output)
-        for shard in shards:
-            if shard["ids"]:
-                yield np.load(folder / f"shard-{shard['shard']:05d}.npy", mmap_mode="r")
+    def read_stamps(self) -> FileStamps:
+        found = read_json(self.state_dir / STAMPS_FILE)
+        return found if isinstance(found, dict) else {}
+
+    def write_stamps(self, stamps: FileStamps) -> None:
+        if stamps:
+            atomic_json(self.state_dir / STAMPS_FILE, stamps)
 
 
-def committed_output(state_dir: Path, output: str) -> tuple[list[str], np.ndarray]:
-    """Ids and float32 features of one output of a finished pass, in commit order."""
-    store = ShardStore(state_dir, {}, [])
-    shards = store.committed()
-    ids = [item_id for shard in shards for item_id in shard["ids"]]
-    arrays = list(store.read_features(output, shards))
-    if not arrays:
-        return ids, np.empty((0, 0), dtype=np.float32)
-    return ids, np.concatenate(arrays).astype(np.float32)
+def shard_index(path: Path) -> int:
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def features_fit(path: Path, count: int, shape: object) -> bool:
+    """The shard's features are there, whole (a memory map fails on a short file), float32,
+    with `count` rows and the shape its marker recorded."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):
+        return False
+    return array.dtype == np.float32 and list(array.shape) == shape and len(array) == count
+
+
+def live_blocks(state_dir: Path, output: str, view: LiveView) -> Iterator[np.ndarray]:
+    """`output`'s live rows in the view's order, a block of rows at a time (float32)."""
+
+    @lru_cache(maxsize=16)
+    def shard(index: int) -> np.ndarray:
+        return np.load(shard_file(state_dir, output, index), mmap_mode="r")
+
+    shards, rows = np.asarray(view.shards, np.int64), np.asarray(view.rows, np.int64)
+    for start in range(0, len(view.ids), BLOCK_ROWS):
+        block_shards = shards[start : start + BLOCK_ROWS]
+        block_rows = rows[start : start + BLOCK_ROWS]
+        dim = shard(int(block_shards[0])).shape[1]
+        block = np.empty((len(block_shards), dim), dtype=np.float32)
+        for index in np.unique(block_shards):
+            where = block_shards == index
+            block[where] = shard(int(index))[block_rows[where]]
+        yield block
+
+
+def read_live_view(state_dir: Path) -> LiveView:
+    found = read_json(state_dir / LIVE_FILE)
+    if not isinstance(found, dict):
+        raise ConfigError(f"{state_dir} holds no finished pass ({LIVE_FILE}): run it first")
+    return LiveView(found["ids"], found["shards"], found["rows"], [], found["stale"])
+
+
+def committed_output(state_dir: Path, output: str) -> tuple[LiveView, np.ndarray]:
+    """The live view and float32 features of one output of a finished pass."""
+    view = read_live_view(state_dir)
+    blocks = list(live_blocks(state_dir, output, view))
+    if not blocks:
+        return view, np.empty((0, 0), dtype=np.float32)
+    return view, np.concatenate(blocks)
 
 
 def write_failures(path: Path, failures: Sequence[Failure]) -> None:

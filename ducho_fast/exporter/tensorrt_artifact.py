@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ducho_fast.artifact.manifest import Manifest, hash_folder, write_manifest
+from ducho_fast.artifact.manifest import Manifest, hash_folder, seal, write_manifest
 from ducho_fast.runtime.tensorrt_build import (
     EngineRecord,
     ProfileSpec,
@@ -66,12 +66,14 @@ def add_tensorrt_engines(
             graph.name, file, built.precision, built.key, spec.to_dict(), built.shapes
         )
     section = TensorRTSection(version, gpu, engines)
-    updated = Manifest.model_validate(
-        {
-            **manifest.model_dump(mode="json"),
-            "tensorrt": section.to_dict(),
-            "files": hash_folder(staging),
-        }
+    updated = seal(
+        Manifest.model_validate(
+            {
+                **manifest.model_dump(mode="json"),
+                "tensorrt": section.to_dict(),
+                "files": hash_folder(staging),
+            }
+        )
     )
     write_manifest(staging, updated)
     return updated

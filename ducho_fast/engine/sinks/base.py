@@ -49,9 +49,21 @@ class Sink(Protocol):
         manifest: dict,
         fp16: bool,
     ) -> None:
-        """After the pass: `ids` of every committed row in order, `read_shards()` their
-        features shard by shard (float32), `manifest` the run's record for this output."""
+        """After the pass: `ids` of every live row (the current items) in input order,
+        `read_shards()` their features a block of rows at a time (float32), `manifest` the
+        run's record for this output."""
         ...
+
+    # Optional, for sinks that keep a file per item (finalize rewrites everything in the
+    # others): `discard(folder, ids)` removes the files it wrote for `ids`, items gone from
+    # the input or whose latest attempt failed.
+
+
+def discard(sink: Sink, folder: Path, ids: Sequence[str]) -> None:
+    """Remove `sink`'s files for `ids`, if it keeps any per item."""
+    remove = getattr(sink, "discard", None)
+    if remove is not None and ids:
+        remove(folder, ids)
 
 
 SINKS: Table[Sink] = Table("output format", "ducho_fast.engine.sinks")

@@ -16,7 +16,7 @@ class CompactSink:
     layout = "fast"
 
     def write_shard(self, folder: Path, ids: Sequence[str], features: np.ndarray) -> None:
-        """Nothing per shard: the engine keeps the shards; `finalize` concatenates them."""
+        """Nothing per shard: the engine keeps the shards; `finalize` writes the live rows."""
 
     def finalize(
         self, folder: Path, ids: Sequence[str], read_shards: ReadShards, manifest: dict, fp16: bool

@@ -31,17 +31,22 @@ class DuchoSink:
     def finalize(
         self, folder: Path, ids: Sequence[str], read_shards: ReadShards, manifest: dict, fp16: bool
     ) -> None:
-        """Items are written as their shard commits; here any committed item whose file is
-        missing (the folder was deleted, or this sink was added on a rerun) is written from
-        the engine's copy, so a resumed run never leaves Ducho's layout short."""
+        """Items are written as their shard commits; here any live item whose file is
+        missing (the folder was deleted, this sink was added on a rerun, a killed commit's
+        files were removed) is written from the engine's copy, so a rerun never leaves
+        Ducho's layout short."""
         folder.mkdir(parents=True, exist_ok=True)
         offset = 0
-        for array in read_shards():
-            shard_ids = ids[offset : offset + len(array)]
-            offset += len(array)
+        for block in read_shards():
+            block_ids = ids[offset : offset + len(block)]
+            offset += len(block)
             missing = [
-                i for i, item in enumerate(shard_ids) if not (folder / f"{item}.npy").exists()
+                i for i, item in enumerate(block_ids) if not item_file(folder, item).exists()
             ]
             if missing:
-                rows = np.asarray(array)[missing].astype(np.float32)
-                write_per_item(folder, [shard_ids[i] for i in missing], rows)
+                rows = np.asarray(block)[missing].astype(np.float32)
+                write_per_item(folder, [block_ids[i] for i in missing], rows)
+
+    def discard(self, folder: Path, ids: Sequence[str]) -> None:
+        for item_id in ids:
+            item_file(folder, item_id).unlink(missing_ok=True)
