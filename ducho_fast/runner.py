@@ -10,9 +10,10 @@ shard; fusion reads the passes' committed features, never a sink's files.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
@@ -36,6 +37,8 @@ from ducho_fast.resolve import (
     sweep_identity,
 )
 
+log = logs.get("run")
+
 
 @dataclass
 class PassResult:
@@ -44,12 +47,27 @@ class PassResult:
     succeeded: int
     failures: list[Failure]
     metrics: dict
-    outputs: list[Path]
+    outputs: list[Path]  # every folder a sink wrote (Ducho's, compact, ...)
+    failures_path: Path | None = None
+    fusions: list[Path] = field(default_factory=list)  # fused folders (on the last result)
 
 
 def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
     timer = StageTimer()  # from the pass's start: model opening counts as start-up
     listing = task.list_items()
+    if not listing.items:  # nothing to run: no model is opened (or exported) for it
+        log.warning(
+            "%s: no items to extract (%d skipped or failed)", task.name, len(listing.failures)
+        )
+        return PassResult(
+            task.name,
+            len(listing.failures),
+            0,
+            list(listing.failures),
+            {**timer.summary(), "no_items": True},
+            [],
+            task.failures_path,
+        )
     task, runtime_choices = measured_choices(task, listing, timer)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
@@ -66,6 +84,7 @@ def run_pass(task: PassTask, plan: ExtractPlan, progress: bool) -> PassResult:
         get_executor(plan.executor).run(prepared, progress)
         result = finish_pass(task, prepared)
         result.metrics.update(batch_size=size, batch_size_choice=how)
+        result.metrics["resumed_all"] = not prepared.shards  # every shard was committed before
         if runtime_choices:
             result.metrics["runtime_choice"] = "; ".join(runtime_choices)
         return result
@@ -233,9 +252,16 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
         for sink_name, folder in output.folders.items():
             reader = lambda name=output.name: store.read_features(name, shards)  # noqa: E731
             get_sink(sink_name).finalize(folder, ids, reader, record, output.fp16)
-        folders = output.folders
-        written += [folders.get("compact") or next(iter(folders.values()))] if folders else []
-    return PassResult(task.name, len(ids) + len(failures), len(ids), failures, metrics, written)
+        written += list(output.folders.values())
+    return PassResult(
+        task.name,
+        len(ids) + len(failures),
+        len(ids),
+        failures,
+        metrics,
+        written,
+        task.failures_path,
+    )
 
 
 def run_fusion(task: FusionTask) -> Path | None:
@@ -265,14 +291,29 @@ def extract_plan(plan: ExtractPlan, progress: bool = True) -> list[PassResult]:
         by_file.setdefault(task.failures_path, {}).update(dict.fromkeys(result.failures))
     for path, failures in by_file.items():
         write_failures(path, list(failures))
-    for fusion in plan.fusions:
-        run_fusion(fusion)
+    fused = [folder for fusion in plan.fusions if (folder := run_fusion(fusion)) is not None]
+    if results:
+        results[-1].fusions = fused
     total_ok = sum(r.succeeded for r in results)
     total_failed = sum(len(r.failures) for r in results)
+    where = ", ".join(str(path) for path in by_file)
     if results and total_ok == 0:
+        empty = [
+            task.name
+            for task, r in zip(plan.passes, results, strict=True)
+            if r.metrics.get("no_items")
+        ]
+        what = (
+            f"no items found for {', '.join(empty)} (an empty folder or table?)"
+            if empty
+            else f"{total_failed} items failed"
+        )
         raise ExtractionError(
-            f"nothing was extracted: {total_failed} items failed (see failures.tsv)"
+            f"nothing was extracted: {what}; check the inputs (reasons per item in {where})"
         )
     if plan.strict and total_failed:
-        raise ExtractionError(f"--strict: {total_failed} items failed (see failures.tsv)")
+        raise ExtractionError(
+            f"--strict: {total_failed} items failed; reasons per item in {where} "
+            "(the features of the others are written)"
+        )
     return results
