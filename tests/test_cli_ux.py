@@ -234,3 +234,64 @@ def test_config_free_flags_for_ids_and_storage_apply(tmp_path, tiny_clip, photos
     assert (folder / "ids.txt").read_text().split() == ["item0", "item1", "item2"]
     assert np.load(folder / "features.npy").dtype == np.float16
     assert any((tmp_path / "cache").iterdir())  # the export was cached there
+
+
+# --- 3. the Python API ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_encoder(tiny_clip):
+    import ducho_fast
+
+    return ducho_fast.load(str(tiny_clip))  # a model folder, not an artifact: exported first
+
+
+def test_load_of_a_model_folder_exports_it_as_extract_does(clip_encoder, tiny_clip):
+    from ducho_fast.resolve import artifact_folder
+    from ducho_fast.runtime.table import RuntimeChoice
+
+    cached = artifact_folder(ducho_fast_ref(tiny_clip), RuntimeChoice("onnxruntime", "fp32"))
+    assert clip_encoder.folder == cached  # the export extract makes and reuses
+    assert {g.name for g in clip_encoder.manifest.graphs} == {"image", "text"}
+
+
+def ducho_fast_ref(model: Path):
+    from ducho_fast.models.spec import ModelRef
+
+    return ModelRef(model)  # a Path is accepted and kept as its string
+
+
+def test_a_string_is_one_text(clip_encoder):
+    one = clip_encoder.encode_texts("red dress")
+    assert one.shape[0] == 1
+    np.testing.assert_allclose(one, clip_encoder.encode_texts(["red dress"]), rtol=1e-6)
+
+
+def test_one_image_path_is_one_image(clip_encoder, photos):
+    path = sorted(photos.iterdir())[0]
+    one = clip_encoder.encode_images(str(path))
+    assert one.shape[0] == 1
+    np.testing.assert_allclose(one, clip_encoder.encode_images([path]), rtol=1e-6)
+
+
+def test_empty_input_gives_an_empty_array_of_the_right_width(clip_encoder, photos):
+    width = clip_encoder.encode_texts(["x"]).shape[1]
+    assert clip_encoder.encode_texts([]).shape == (0, width)
+    assert clip_encoder.encode_images([]).shape == (0, width)
+    assert clip_encoder.encode_images([]).dtype == np.float32
+
+
+def test_an_unknown_output_names_the_outputs(clip_encoder):
+    with pytest.raises(ConfigError, match=r"no output 'pooler'; its outputs: \['text_embeds'\]"):
+        clip_encoder.encode_texts(["x"], output="pooler")
+
+
+def test_paths_may_be_strings_everywhere(tmp_path, tiny_clip, photos):
+    import ducho_fast
+    from ducho_fast.api import SingleModelJob
+
+    job = SingleModelJob(str(tiny_clip), str(tmp_path / "out"), images=str(photos))
+    results = ducho_fast.extract(job, RunOptions(progress=False, workers=0))
+    assert results[0].succeeded == 3 and isinstance(job.output, Path)
+    config = ducho_fast.ExportConfig(ducho_fast.ModelRef(tiny_clip), str(tmp_path / "artifact"))
+    assert config.output_dir == tmp_path / "artifact"
