@@ -295,3 +295,38 @@ def test_paths_may_be_strings_everywhere(tmp_path, tiny_clip, photos):
     assert results[0].succeeded == 3 and isinstance(job.output, Path)
     config = ducho_fast.ExportConfig(ducho_fast.ModelRef(tiny_clip), str(tmp_path / "artifact"))
     assert config.output_dir == tmp_path / "artifact"
+
+
+# --- 4. progress, quiet third parties, paths written, resume, run log ------------------------
+
+
+def test_extract_says_its_stages_every_path_written_and_a_resume(tmp_path, tiny_clip, photos):
+    out = tmp_path / "out"
+    args = ["extract", "--model", tiny_clip, "--images", photos, "-o", out, "--no-progress"]
+    first = invoke(*args, "--cache-dir", tmp_path / "cache")  # a fresh cache: exported now
+    assert first.exit_code == 0, first.output
+    for stage in ("loading the model", "tracing to ONNX", "validating fp32", "[batch=3"):
+        assert stage in first.output
+    written = first.output.split("written:")[1]
+    for path in (out / tiny_clip.name / "image_embeds", out / "failures.tsv", out / "run.log"):
+        assert str(path) in written and path.exists()
+    log_text = (out / "run.log").read_text()
+    assert "run started" in log_text and "tracing to ONNX" in log_text
+    again = invoke(*args, "--cache-dir", tmp_path / "cache")
+    assert again.exit_code == 0, again.output
+    assert "resumed: all 3 items already done" in again.output
+    assert "0.0 items/s" not in again.output and "inference waited" not in again.output
+    assert (out / "run.log").read_text().count("run started") == 2  # appended per run
+
+
+def test_quantizer_noise_stays_off_the_console(tmp_path, tiny_clip, photos):
+    """A real process (pytest's own log handlers would hide `WARNING:root` lines here)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "ducho_fast.cli", "export", str(tiny_clip), "--task"]
+    command += ["image", "--precision", "int8", "--int8-mode", "static"]
+    command += ["--sample-images", str(photos), "-o", str(tmp_path / "a")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "quantizing to int8 (static)" in done.stderr  # our stages are shown
+    assert "WARNING" not in done.stderr + done.stdout  # ONNX Runtime's quantizer is not
