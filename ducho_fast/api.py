@@ -23,7 +23,7 @@ from ducho_fast.engine.autotune import planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.plan import ExtractPlan, ModelTask, PassTask
+from ducho_fast.plan import ExtractPlan, ModelTask, PassTask, output_tag
 from ducho_fast.runner import PassResult, extract_plan
 from ducho_fast.runtime.table import RuntimeChoice
 
@@ -163,7 +163,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         ort_provider=options.ort_provider or "cpu",
         threads=options.threads or 0,
     )
-    label = Path(job.model).name or job.model
+    label = (Path(job.model).name or job.model) + output_tag(choice, auto)
     trees = {"ducho": job.output / "ducho", "fast": job.output}
     model = ModelTask(
         ref=ModelRef(job.model, task=kind, layers=job.layers, weights=job.weights),

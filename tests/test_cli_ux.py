@@ -330,3 +330,35 @@ def test_quantizer_noise_stays_off_the_console(tmp_path, tiny_clip, photos):
     assert done.returncode == 0, done.stderr
     assert "quantizing to int8 (static)" in done.stderr  # our stages are shown
     assert "WARNING" not in done.stderr + done.stdout  # ONNX Runtime's quantizer is not
+
+
+# --- 5. fp32 and int8 outputs side by side -------------------------------------------------
+
+
+def test_fp32_and_int8_outputs_live_side_by_side(tmp_path, tiny_clip, jpeg_photos):
+    config = {
+        "dataset_path": str(tmp_path),
+        "visual": {
+            "items": {
+                "input_path": str(jpeg_photos),
+                "output_path": "out",
+                "model": [{"model_name": str(tiny_clip), "backend": "transformers"}],
+            }
+        },
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    base = ["extract", "--config", path, "--no-progress", "--workers", "0", "--batch-size", "3"]
+    assert invoke(*base).exit_code == 0
+    int8 = invoke(*base, "--precision", "int8")
+    assert int8.exit_code == 0, int8.output  # not refused as "another configuration"
+    ducho = tmp_path / "out" / "transformers"
+    fp32_dir, int8_dir = ducho / tiny_clip.name, ducho / f"{tiny_clip.name}-int8-onnxruntime"
+    fp32_files = sorted(p.name for p in next(fp32_dir.iterdir()).iterdir())
+    assert fp32_files == sorted(p.name for p in next(int8_dir.iterdir()).iterdir())
+    a = np.load(next(fp32_dir.rglob("p0.npy")))
+    b = np.load(next(int8_dir.rglob("p0.npy")))
+    assert a.shape == b.shape and not np.array_equal(a, b)  # int8 did not overwrite fp32
+    compact = tmp_path / "ducho-fast" / "visual" / "items" / "transformers"
+    assert {p.name for p in compact.iterdir()} == {fp32_dir.name, int8_dir.name}
+    assert invoke(*base).exit_code == 0  # fp32 again: resumed, not refused
