@@ -236,7 +236,8 @@ def export(config: ExportConfig) -> Path:
 
 
 def load(artifact_dir: str | Path, choice: RuntimeChoice | None = None) -> Encoder:
-    """Open an exported artifact as an encoder with `encode_images` / `encode_texts`."""
+    """Open an exported artifact as an encoder with `encode_images` / `encode_texts`; a model
+    folder, hub id or torchvision name is exported first, as `extract` does on the fly."""
     from ducho_fast.encoder import load as load_encoder
 
     return load_encoder(artifact_dir, choice)
