@@ -395,6 +395,7 @@ def extract_command(ctx: click.Context, config_path: Path | None, **flags) -> No
         )
     if config_path is not None:
         refuse_single_flags(ctx)
+        refuse_unknown_options(ctx)
         results = extract_config(config_path, tuple(ctx.args), options)
     elif single["model"] is not None and single["output"] is not None:
         if options.normalize_before_fusion:
@@ -422,6 +423,22 @@ SINGLE_FLAGS = {
     "layers": "model.0.output_layers",
     "weights": "model.0.weights",
 }
+
+
+def refuse_unknown_options(ctx: click.Context) -> None:
+    """Extra arguments must be Ducho-style overrides (`--a.b=value`, `--dataset_path=x`: the
+    config checks their keys); a mistyped flag is named, with the closest real one."""
+    import difflib
+
+    for arg in ctx.args:
+        if arg.startswith("--") and "=" in arg:
+            continue
+        flags = [opt for param in ctx.command.params for opt in param.opts if opt.startswith("--")]
+        close = difflib.get_close_matches(arg.partition("=")[0], flags, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise click.UsageError(
+            f"unknown option {arg!r}; {hint}dotted overrides look like --textual.items.key=value"
+        )
 
 
 def refuse_single_flags(ctx: click.Context) -> None:

@@ -362,3 +362,9 @@ def test_fp32_and_int8_outputs_live_side_by_side(tmp_path, tiny_clip, jpeg_photo
     compact = tmp_path / "ducho-fast" / "visual" / "items" / "transformers"
     assert {p.name for p in compact.iterdir()} == {fp32_dir.name, int8_dir.name}
     assert invoke(*base).exit_code == 0  # fp32 again: resumed, not refused
+
+
+def test_a_mistyped_flag_beside_config_is_named_with_the_closest(tmp_path):
+    path = text_config(tmp_path, tmp_path / "m")
+    result = invoke("extract", "--config", path, "--batchsize", "2")
+    assert_one_error_line(result, 2, "unknown option '--batchsize'", "did you mean --batch-size")
