@@ -436,6 +436,8 @@ def refuse_unknown_options(ctx: click.Context) -> None:
         flags = [opt for param in ctx.command.params for opt in param.opts if opt.startswith("--")]
         close = difflib.get_close_matches(arg.partition("=")[0], flags, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
+        if arg == "--debug":
+            hint = "--debug goes before the command (ducho-fast --debug extract ...); "
         raise click.UsageError(
             f"unknown option {arg!r}; {hint}dotted overrides look like --textual.items.key=value"
         )

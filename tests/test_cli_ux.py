@@ -368,3 +368,9 @@ def test_a_mistyped_flag_beside_config_is_named_with_the_closest(tmp_path):
     path = text_config(tmp_path, tmp_path / "m")
     result = invoke("extract", "--config", path, "--batchsize", "2")
     assert_one_error_line(result, 2, "unknown option '--batchsize'", "did you mean --batch-size")
+
+
+def test_debug_after_the_command_says_where_it_goes(tmp_path):
+    path = text_config(tmp_path, tmp_path / "m")
+    result = invoke("extract", "--config", path, "--debug")
+    assert_one_error_line(result, 2, "--debug goes before the command")
