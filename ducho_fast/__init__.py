@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ducho_fast.encoder import Encoder
     from ducho_fast.exporter.api import ExportConfig
     from ducho_fast.runner import PassResult
+    from ducho_fast.runtime.table import RuntimeChoice
 
 __all__ = [
     "ExportConfig",
@@ -39,16 +40,20 @@ def export(config: ExportConfig) -> Path:
     return export_artifact(config)
 
 
-def extract(source: Any, options: RunOptions | None = None, overrides=()) -> list[PassResult]:
-    """Run a Ducho YAML config (path) or a `SingleModelJob`; see `ducho_fast.api.extract`."""
+def extract(
+    source: str | Path | SingleModelJob, options: RunOptions | None = None, overrides=()
+) -> list[PassResult]:
+    """Run a Ducho YAML config (a path, str or Path) or a `SingleModelJob`; see
+    `ducho_fast.api.extract`."""
     from ducho_fast.api import RunOptions
     from ducho_fast.api import extract as run
 
     return run(source, options or RunOptions(), overrides)
 
 
-def load(artifact_dir, choice=None) -> Encoder:
-    """Open an exported artifact as an encoder with `encode_images` / `encode_texts`."""
+def load(artifact_dir: str | Path, choice: RuntimeChoice | None = None) -> Encoder:
+    """Open an exported artifact as an encoder with `encode_images` / `encode_texts`; a model
+    folder, hub id or torchvision name is exported first, as `extract` does."""
     from ducho_fast.api import load as open_encoder
 
     return open_encoder(artifact_dir, choice)

@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ducho_fast.config import DuchoConfig, load_config, revalidate
+from ducho_fast.config import DuchoConfig, blocks, load_config, parse_config, revalidate
+from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
@@ -23,7 +24,7 @@ from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
 from ducho_fast.engine.state import STATE_HOME
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.plan import ExtractPlan, ModelTask, PassTask
+from ducho_fast.plan import ExtractPlan, ModelTask, PassTask, output_tag
 from ducho_fast.runner import PassResult, extract_plan
 from ducho_fast.runtime.table import RuntimeChoice
 
@@ -48,27 +49,52 @@ class RunOptions:
     ort_provider: str | None = None
     threads: int | None = None
     min_cosine: float | None = None  # fidelity floor when runtime or precision is auto
+    ducho_ids: bool | None = None  # cut image ids at the first `.` as Ducho does
+    fp16_storage: bool | None = None  # compact features as float16
+    normalize_before_fusion: bool | None = None  # a config's fusions only
+    cache_dir: Path | str | None = None  # on-the-fly exports and measurements
+    batch_size: int | None = None  # every model's batch size (a config's per-model key too)
     pipelined: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Out-of-range values fail here, naming the option (the CLI checks its flags too)."""
+        limits = {
+            "workers": (0, "0 decodes inline"),
+            "shard_size": (1, "items per resumable shard"),
+            "threads": (0, "0 uses every core"),
+            "batch_size": (1, "items per inference batch"),
+        }
+        for name, (low, why) in limits.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name} must be at least {low} (got {value}; {why})")
+        if self.item_timeout is not None and self.item_timeout <= 0:
+            raise ConfigError(f"item_timeout must be positive seconds (got {self.item_timeout})")
+        if self.min_cosine is not None and not 0 < self.min_cosine <= 1:
+            raise ConfigError(f"min_cosine must be in (0, 1] (got {self.min_cosine})")
+
     def config_keys(self) -> dict[str, object]:
         """The values that override a config file's top-level keys."""
-        own = ("pipelined", "progress")
-        return {
+        own = ("pipelined", "progress", "batch_size")
+        keys = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name not in own and getattr(self, f.name) is not None
         }
+        if "cache_dir" in keys:
+            keys["cache_dir"] = str(keys["cache_dir"])
+        return keys
 
 
 @dataclass(frozen=True)
 class SingleModelJob:
     """The config-free form: one model over an image folder or a text table."""
 
-    model: str
-    output: Path
-    images: Path | None = None
-    texts: Path | None = None
+    model: str | Path
+    output: Path | str
+    images: Path | str | None = None
+    texts: Path | str | None = None
     id_column: str = "id"
     text_column: str = "text"
     layers: tuple[str, ...] = ()
@@ -76,6 +102,14 @@ class SingleModelJob:
     weights: str = "DEFAULT"  # torchvision: DEFAULT, none (random) or a state-dict file
     limit: int | None = None  # only the first N items (benchmarks, smoke runs)
     encoding: str = "utf-8"  # of the text table
+
+    def __post_init__(self) -> None:
+        """Paths may be given as str; they are kept as Path."""
+        object.__setattr__(self, "model", str(self.model))
+        for name in ("output", "images", "texts"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
 
 
 def extract(
@@ -100,25 +134,37 @@ def extract_config(
     plan = build_plan(config, path.resolve().parent)
     if not options.pipelined:
         plan = with_pipeline(plan, pipelined=False, workers=0)
-    return extract_plan(plan, progress=options.progress)
+    return run_logged(plan, options, f"extract --config {path}")
 
 
 def with_options(config: DuchoConfig, options: RunOptions) -> DuchoConfig:
-    return revalidate(config, options.config_keys())
+    """The file's keys with the options given: top-level keys, and a batch size for every
+    model."""
+    config = revalidate(config, options.config_keys())
+    if options.batch_size is None:
+        return config
+    data = config.model_dump(by_alias=True, exclude_unset=True)
+    for modality, source, _ in blocks(config):
+        for entry in data[modality][source]["model"]:
+            entry["batch_size"] = options.batch_size
+    return parse_config(data)
 
 
 def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> list[PassResult]:
     if (job.images is None) == (job.texts is None):
         raise ConfigError("give exactly one of --images DIR or --texts FILE")
     kind = "image" if job.images is not None else "text"
+    if options.normalize_before_fusion:
+        raise ConfigError("normalize_before_fusion applies to a config's fusions; drop it")
     choice, auto = planned_choice(
         options.runtime or "onnxruntime",
         options.precision or "fp32",
         options.min_cosine or 0.99,
+        cache_dir=Path(options.cache_dir).expanduser() if options.cache_dir else None,
         ort_provider=options.ort_provider or "cpu",
         threads=options.threads or 0,
     )
-    label = Path(job.model).name or job.model
+    label = (Path(job.model).name or job.model) + output_tag(choice, auto)
     trees = {"ducho": job.output / "ducho", "fast": job.output}
     model = ModelTask(
         ref=ModelRef(job.model, task=kind, layers=job.layers, weights=job.weights),
@@ -126,6 +172,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         choice=choice,
         auto=auto,
         layer_dirs={},
+        fp16_storage=bool(options.fp16_storage),
         roots={
             sink: trees[get_sink(sink).layout] / label
             for sink in sinks_for(options.output_format or "compact")
@@ -134,11 +181,11 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     task = PassTask(
         f"{kind}s",
         kind,
-        single_lister(job),
+        single_lister(job, bool(options.ducho_ids)),
         (model,),
         job.output / STATE_HOME / label,
         job.output / "failures.tsv",
-        job.batch_size,
+        job.batch_size or options.batch_size,
     )
     pipeline = PipelineOptions(
         workers=2 if options.workers is None else options.workers,
@@ -148,12 +195,22 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         pipelined=options.pipelined,
     )
     plan = ExtractPlan((task,), (), pipeline, bool(options.overwrite), bool(options.strict))
-    return extract_plan(plan, progress=options.progress)
+    return run_logged(plan, options, f"extract --model {job.model} --output {job.output}")
 
 
-def single_lister(job: SingleModelJob) -> Callable[[], Listing]:
+def run_logged(plan: ExtractPlan, options: RunOptions, title: str) -> list[PassResult]:
+    """Run the plan with its log appended to `run.log` beside failures.tsv."""
+    logs.console()
+    folder = plan.passes[0].failures_path.parent if plan.passes else None
+    if folder is None:
+        return extract_plan(plan, progress=options.progress)
+    with logs.run_log(folder, title):
+        return extract_plan(plan, progress=options.progress)
+
+
+def single_lister(job: SingleModelJob, ducho_ids: bool = False) -> Callable[[], Listing]:
     if job.images is not None:
-        lister: Callable[[], Listing] = partial(list_images, job.images)
+        lister: Callable[[], Listing] = partial(list_images, job.images, ducho_ids)
     else:
         assert job.texts is not None
         lister = partial(list_texts, job.texts, job.id_column, (job.text_column,), job.encoding)
@@ -180,7 +237,8 @@ def export(config: ExportConfig) -> Path:
 
 
 def load(artifact_dir: str | Path, choice: RuntimeChoice | None = None) -> Encoder:
-    """Open an exported artifact as an encoder with `encode_images` / `encode_texts`."""
+    """Open an exported artifact as an encoder with `encode_images` / `encode_texts`; a model
+    folder, hub id or torchvision name is exported first, as `extract` does on the fly."""
     from ducho_fast.encoder import load as load_encoder
 
     return load_encoder(artifact_dir, choice)

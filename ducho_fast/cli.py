@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
+from ducho_fast.core import log
 from ducho_fast.core.errors import DuchoFastError
 from ducho_fast.engine.sinks import format_names
 from ducho_fast.runtime.table import EXPORT_PRECISIONS, all_precisions, runtime_names
@@ -16,18 +16,64 @@ from ducho_fast.runtime.table import EXPORT_PRECISIONS, all_precisions, runtime_
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def reports_errors(command: Callable) -> Callable:
-    """Turn library errors into a clean message and exit code 1 (no traceback)."""
+def one_line(message: str) -> str:
+    """A message on one line: continuation lines joined with `; `."""
+    parts = [part.strip().removeprefix("- ") for part in message.splitlines() if part.strip()]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:
+        text += (" " if text.endswith(":") else "; ") + part
+    return text.rstrip(".")
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def usage_hint(exc: click.UsageError) -> str:
+    command = exc.ctx.command_path if exc.ctx is not None else "ducho-fast"
+    return f"see `{command} --help`"
+
+
+class Commands(click.Group):
+    """The `ducho-fast` group: every error is one line, `error: <what>; <what to do>`, exit 1
+    (usage errors exit 2), with a traceback only under --debug."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            return command(*args, **kwargs)
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            fail(f"{exc.format_message().rstrip('.')}; {usage_hint(exc)}", exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("interrupted; rerun the same command to resume where it stopped", 130)
         except DuchoFastError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            if log.debug():
+                raise
+            fail(str(exc), 1)
+        except Exception as exc:
+            if log.debug():
+                raise
+            fail(
+                f"unexpected {type(exc).__name__}: {exc}; rerun with --debug for the traceback "
+                "and report it",
+                1,
+            )
+        sys.exit(code if isinstance(code, int) else 0)
 
-    return wrapper
+
+def positive_ints(value: str, param: click.Parameter) -> tuple[int, ...]:
+    """`32,64` -> (32, 64); anything else is a usage error naming the option."""
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+    if min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: batch sizes must be at least 1")
+    return sizes
 
 
 def image_files(folder: Path | None) -> tuple[Path, ...]:
@@ -42,10 +88,21 @@ def text_lines(path: Path | None) -> tuple[str, ...]:
     return tuple(line for line in path.read_text().splitlines() if line.strip())
 
 
-@click.group()
+@click.group(cls=Commands)
 @click.version_option(package_name="ducho-fast")
-def main() -> None:
-    """Fast, validated multimodal feature extraction for recommender systems."""
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show tracebacks and other libraries' warnings (also: DUCHO_FAST_DEBUG=1).",
+)
+def main(debug: bool) -> None:
+    """Fast, validated multimodal feature extraction for recommender systems.
+
+    Errors are one line (`error: ...`), exit 1 (usage errors 2); --debug shows tracebacks.
+    """
+    log.set_debug(debug)
+    log.console(force=True)
+    log.quiet_third_party()
 
 
 @main.command("export")
@@ -62,6 +119,7 @@ def main() -> None:
     type=click.Choice(["auto", "image", "text", "image-text"]),
     default="auto",
     show_default=True,
+    help="Which towers to export (auto: every tower the model has).",
 )
 @click.option(
     "--layer",
@@ -70,7 +128,11 @@ def main() -> None:
     help="Named layer to output (repeatable), e.g. avgpool, classifier.3.",
 )
 @click.option(
-    "--precision", type=click.Choice(EXPORT_PRECISIONS), default="fp32", show_default=True
+    "--precision",
+    type=click.Choice(EXPORT_PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Graph precision; fp16 and int8 must pass their fidelity gates against eager.",
 )
 @click.option(
     "--int8-mode",
@@ -110,7 +172,6 @@ def main() -> None:
 @click.option(
     "--trust-pickle", is_flag=True, help="Allow loading a pickled module (runs arbitrary code)."
 )
-@reports_errors
 def export_command(
     model,
     output,
@@ -155,22 +216,43 @@ def export_command(
     click.echo(f"artifact written to {folder}")
 
 
-def print_summary(results) -> None:
+def print_summary(results, run_log: Path | None = None) -> None:
+    """Per pass: counts and speed (or that a resumed pass had nothing left); then every path
+    written: the output folders, failures.tsv, fusions and the run log."""
     for result in results:
+        click.echo(pass_line(result))
         m = result.metrics
-        stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(m["stage_seconds"].items()))
-        click.echo(
-            f"{result.name}: {result.succeeded}/{result.items} items, {len(result.failures)} "
-            f"failed; {m['items_per_s']:.1f} items/s ({m['items_per_s_after_startup']:.1f} "
-            f"after start-up); inference waited {100 * m['inference_wait_share']:.0f}%"
-        )
-        click.echo(f"  stages: {stages}")
+        if not m.get("resumed_all") and not m.get("no_items"):
+            stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(m["stage_seconds"].items()))
+            click.echo(f"  stages: {stages}")
         if m.get("runtime_choice"):
             click.echo(f"  {m['runtime_choice']}")
         if m.get("batch_size_choice") not in (None, "given"):
             click.echo(f"  {m['batch_size_choice']}")
+    click.echo("written:")
+    for result in results:
         for output in result.outputs:
-            click.echo(f"  -> {output}")
+            click.echo(f"  {output}")
+    for folder in results[-1].fusions if results else ():
+        click.echo(f"  {folder} (fusion)")
+    for path in dict.fromkeys(r.failures_path for r in results if r.failures_path):
+        if path.is_file():
+            click.echo(f"  {path} (failed and skipped items)")
+    if run_log is not None:
+        click.echo(f"  {run_log} (run log)")
+
+
+def pass_line(result) -> str:
+    m, failed = result.metrics, len(result.failures)
+    head = f"{result.name}: {result.succeeded}/{result.items} items, {failed} failed"
+    if m.get("no_items"):
+        return f"{head}; no items to extract"
+    if m.get("resumed_all"):
+        return f"{head}; resumed: all {result.succeeded} items already done"
+    return (
+        f"{head}; {m['items_per_s']:.1f} items/s ({m['items_per_s_after_startup']:.1f} "
+        f"after start-up); inference waited {100 * m['inference_wait_share']:.0f}%"
+    )
 
 
 @main.command(
@@ -185,20 +267,37 @@ def print_summary(results) -> None:
 @click.option("--model", help="Config-free form: one model (hub id, folder or artifact).")
 @click.option("--images", type=click.Path(path_type=Path), help="Config-free: image folder.")
 @click.option("--texts", type=click.Path(path_type=Path), help="Config-free: TSV/CSV of texts.")
-@click.option("--id-column", default="id", show_default=True)
-@click.option("--text-column", default="text", show_default=True)
+@click.option(
+    "--id-column", default="id", show_default=True, help="Config-free: the table's id column."
+)
+@click.option(
+    "--text-column",
+    default="text",
+    show_default=True,
+    help="Config-free: the table's text column.",
+)
 @click.option(
     "--encoding",
     default="utf-8",
     show_default=True,
     help="Config-free: the text table's encoding (e.g. latin-1, cp1252).",
 )
-@click.option("--output", type=click.Path(path_type=Path), help="Config-free: output folder.")
-@click.option("--layer", "layers", multiple=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Config-free: output folder.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    help="Config-free: a named layer to output (repeatable), e.g. avgpool.",
+)
+@click.option(
+    "--weights",
+    help="Config-free: torchvision weights, DEFAULT, none (random) or a state-dict file.",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    help="Items per inference batch (default: picked by a short timed sweep, then remembered).",
+    help="Items per inference batch, for every model (default: picked by a short timed sweep, "
+    "then remembered; with --config it overrides each model's batch_size).",
 )
 @click.option(
     "--runtime",
@@ -215,14 +314,22 @@ def print_summary(results) -> None:
     type=click.Choice([*all_precisions(), "auto"]),
     help="bf16: torch runtimes on CPUs with native bf16 (AVX-512 BF16 / AMX).",
 )
-@click.option("--workers", type=int, help="Decode worker processes (0: decode inline).")
+@click.option(
+    "--workers", type=click.IntRange(min=0), help="Decode worker processes (0: decode inline)."
+)
 @click.option(
     "--output-format",
     type=click.Choice(format_names()),
     help="Which sinks write the output (both: ducho and compact).",
 )
-@click.option("--shard-size", type=int)
-@click.option("--item-timeout", type=float, help="Seconds before a stuck decode is recorded.")
+@click.option(
+    "--shard-size", type=click.IntRange(min=1), help="Items per resumable shard (default 1024)."
+)
+@click.option(
+    "--item-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before a stuck decode is recorded (default 60).",
+)
 @click.option(
     "--jpeg-draft",
     is_flag=True,
@@ -240,6 +347,27 @@ def print_summary(results) -> None:
     help="Inference threads (default 0: every core; measured best here even beside 2 decode "
     "workers, see benchmarks/README.md).",
 )
+@click.option(
+    "--ducho-ids",
+    is_flag=True,
+    default=None,
+    help="Cut image ids at the first `.` as Ducho does (default keeps a.b.jpg -> a.b).",
+)
+@click.option(
+    "--fp16-storage", is_flag=True, default=None, help="Store compact features as float16."
+)
+@click.option(
+    "--normalize-before-fusion",
+    is_flag=True,
+    default=None,
+    help="With --config: L2-normalise each side before fusing.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    help="Where on-the-fly exports and measurements are cached "
+    "(default $DUCHO_FAST_CACHE or ~/.cache/ducho-fast).",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
@@ -248,91 +376,133 @@ def print_summary(results) -> None:
     default=None,
     help="Replace output written under a different configuration.",
 )
-@click.option("--no-progress", is_flag=True)
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
-@reports_errors
-def extract_command(
-    ctx,
-    config_path,
-    model,
-    images,
-    texts,
-    id_column,
-    text_column,
-    encoding,
-    output,
-    layers,
-    batch_size,
-    runtime,
-    min_cosine,
-    precision,
-    workers,
-    output_format,
-    shard_size,
-    item_timeout,
-    jpeg_draft,
-    ort_provider,
-    threads,
-    sequential,
-    strict,
-    overwrite,
-    no_progress,
-) -> None:
-    """Extract features: from a Ducho config, or for one model over images or texts."""
+def extract_command(ctx: click.Context, config_path: Path | None, **flags) -> None:
+    """Extract features: from a Ducho config, or for one model over images or texts.
+
+    With --config, the run flags override the file's keys; the config-free flags are refused
+    (use the file's keys or a dotted override such as --textual.items.item_column=VALUE).
+    """
     from ducho_fast.api import RunOptions, SingleModelJob, extract_config, extract_single
 
-    options = RunOptions(
-        runtime=runtime,
-        precision=precision,
-        workers=workers,
-        output_format=output_format,
-        strict=strict,
-        overwrite=overwrite,
-        shard_size=shard_size,
-        item_timeout=item_timeout,
-        jpeg_draft=jpeg_draft,
-        ort_provider=ort_provider,
-        threads=threads,
-        min_cosine=min_cosine,
-        pipelined=not sequential,
-        progress=not no_progress,
-    )
-    if config_path is not None:
-        results = extract_config(config_path, tuple(ctx.args), options)
-    elif model is not None and output is not None:
-        if ctx.args:
-            raise click.UsageError(f"unexpected arguments: {ctx.args}")
-        job = SingleModelJob(
-            model,
-            output,
-            images,
-            texts,
-            id_column,
-            text_column,
-            tuple(layers),
-            batch_size,
-            encoding=encoding,
+    sequential, no_progress = flags.pop("sequential"), flags.pop("no_progress")
+    single = {name: flags.pop(name) for name in SINGLE_FLAGS}
+    options = RunOptions(**flags, pipelined=not sequential, progress=not no_progress)
+    if config_path is None and ctx.args:
+        raise click.UsageError(
+            f"unknown option(s) {' '.join(ctx.args)} (dotted overrides --a.b=value need --config)"
         )
-        results = extract_single(job, options)
+    if config_path is not None:
+        refuse_single_flags(ctx)
+        refuse_unknown_options(ctx)
+        results = extract_config(config_path, tuple(ctx.args), options)
+    elif single["model"] is not None and single["output"] is not None:
+        if options.normalize_before_fusion:
+            raise click.UsageError("--normalize-before-fusion applies to a config's fusions")
+        single["layers"] = tuple(single["layers"])
+        single["weights"] = single["weights"] or "DEFAULT"
+        results = extract_single(SingleModelJob(**single), options)
     else:
         raise click.UsageError(
-            "give --config FILE, or --model M --output DIR with --images/--texts"
+            "give --config FILE, or --model M --output DIR with --images DIR or --texts FILE"
         )
-    print_summary(results)
+    folder = results[0].failures_path.parent if results and results[0].failures_path else None
+    print_summary(results, folder / log.RUN_LOG if folder else None)
+
+
+# The config-free form's flags, and the key each is in a Ducho config (where a block says it).
+SINGLE_FLAGS = {
+    "model": "model.0.model_name",
+    "images": "input_path",
+    "texts": "input_path",
+    "id_column": "item_column",
+    "text_column": "text_column",
+    "encoding": "encoding",
+    "output": "output_path",
+    "layers": "model.0.output_layers",
+    "weights": "model.0.weights",
+}
+
+
+def refuse_unknown_options(ctx: click.Context) -> None:
+    """Extra arguments must be Ducho-style overrides (`--a.b=value`, `--dataset_path=x`: the
+    config checks their keys); a mistyped flag is named, with the closest real one."""
+    import difflib
+
+    for arg in ctx.args:
+        if arg.startswith("--") and "=" in arg:
+            continue
+        flags = [opt for param in ctx.command.params for opt in param.opts if opt.startswith("--")]
+        close = difflib.get_close_matches(arg.partition("=")[0], flags, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        if arg == "--debug":
+            hint = "--debug goes before the command (ducho-fast --debug extract ...); "
+        raise click.UsageError(
+            f"unknown option {arg!r}; {hint}dotted overrides look like --textual.items.key=value"
+        )
+
+
+def refuse_single_flags(ctx: click.Context) -> None:
+    """A config-free flag beside --config would be ignored: refuse it, naming the config key."""
+    from click.core import ParameterSource
+
+    given = [
+        name
+        for name in SINGLE_FLAGS
+        if ctx.get_parameter_source(name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+    if given:
+        flags = ", ".join("--" + ("layer" if n == "layers" else n.replace("_", "-")) for n in given)
+        key = SINGLE_FLAGS[given[0]]
+        raise click.UsageError(
+            f"{flags} belong(s) to the config-free form and would be ignored with --config; "
+            f"set the config's key instead, in the file or as a dotted override such as "
+            f"--<modality>.items.{key}=VALUE"
+        )
 
 
 @main.command("bench")
 @click.option("--model", required=True, help="Hub id, local folder or torchvision name.")
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--texts", type=click.Path(path_type=Path), help="TSV/CSV of texts.")
-@click.option("--id-column", default="id", show_default=True)
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--runtimes", default="torch,onnxruntime", show_default=True)
-@click.option("--precisions", default="fp32,int8", show_default=True)
-@click.option("--batch-sizes", default="32", show_default=True)
-@click.option("--repeats", type=int, default=3, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--limit", type=int, help="Only the first N items.")
+@click.option("--id-column", default="id", show_default=True, help="The table's id column.")
+@click.option("--text-column", default="text", show_default=True, help="The table's text column.")
+@click.option(
+    "--runtimes",
+    default="torch,onnxruntime",
+    show_default=True,
+    help="Comma-separated runtimes to measure.",
+)
+@click.option(
+    "--precisions",
+    default="fp32,int8",
+    show_default=True,
+    help="Comma-separated precisions to measure.",
+)
+@click.option(
+    "--batch-sizes",
+    default="32",
+    show_default=True,
+    callback=lambda ctx, param, value: positive_ints(value, param),
+    help="Comma-separated batch sizes to time.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed repeats per measurement.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Decode worker processes end to end.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
 @click.option("--weights", default="DEFAULT", help="torchvision weights: DEFAULT, none or a file.")
 @click.option("--label", help="Name of the result files (default: the model's name).")
 @click.option("--no-baseline", is_flag=True, help="Skip the Ducho-style baseline.")
@@ -351,8 +521,8 @@ def extract_command(
     type=click.Path(path_type=Path),
     default=Path("benchmarks/results/local"),
     show_default=True,
+    help="Folder for the JSON, Markdown and PNG results.",
 )
-@reports_errors
 def bench_command(
     model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
     workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
@@ -370,7 +540,7 @@ def bench_command(
         text_column=text_column,
         runtimes=tuple(runtimes.split(",")),
         precisions=tuple(precisions.split(",")),
-        batch_sizes=tuple(int(b) for b in batch_sizes.split(",")),
+        batch_sizes=batch_sizes,
         repeats=repeats,
         workers=workers,
         limit=limit,

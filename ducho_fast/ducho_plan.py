@@ -26,7 +26,14 @@ from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
 from ducho_fast.engine.state import STATE_HOME
 from ducho_fast.models.spec import ModelRef
-from ducho_fast.plan import ExtractPlan, FusionInput, FusionTask, ModelTask, PassTask
+from ducho_fast.plan import (
+    ExtractPlan,
+    FusionInput,
+    FusionTask,
+    ModelTask,
+    PassTask,
+    output_tag,
+)
 from ducho_fast.runtime.table import RuntimeChoice
 
 FAST_DIR = "ducho-fast"
@@ -106,9 +113,9 @@ class DuchoPlanner:
 
     def model_task(self, entry: ModelEntry, kind: str, out_root: Path, where: str) -> ModelTask:
         modality = where.split("/", 1)[0]
-        folder = model_folder(entry.model_name, modality)
-        trees = {"ducho": out_root, "fast": self.fast / where}
         choice, auto = self.choice(entry)
+        folder = model_folder(entry.model_name, modality) + output_tag(choice, auto)
+        trees = {"ducho": out_root, "fast": self.fast / where}
         return ModelTask(
             ref=model_ref(entry, kind, modality),
             label=folder,

@@ -20,6 +20,18 @@ from ducho_fast.models.spec import ModelRef
 from ducho_fast.runtime.table import RuntimeChoice
 
 
+def output_tag(choice: RuntimeChoice, auto: AutoPick | None = None) -> str:
+    """The suffix of a model's output folders (Ducho's and compact) and pass state, so the
+    outputs of one model at two precisions live side by side: none for fp32 (every runtime
+    gives the same values within the export's gate: Ducho's folder name), else
+    `-<precision>-<runtime>` (reduced precisions differ by runtime); `auto` where measured."""
+    precision = choice.precision if auto is None else (auto.precision or "auto")
+    runtime = choice.runtime if auto is None else (auto.runtime or "auto")
+    if precision == "fp32":
+        return ""
+    return "-auto" if precision == runtime == "auto" else f"-{precision}-{runtime}"
+
+
 @dataclass(frozen=True)
 class ModelTask:
     """One model of a pass and where each of its outputs goes."""

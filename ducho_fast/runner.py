@@ -10,10 +10,11 @@ shard; fusion reads the passes' committed features, never a sink's files.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.locks import folder_locks
 from ducho_fast.core.metrics import StageTimer
@@ -40,6 +41,8 @@ from ducho_fast.resolve import (
     sweep_identity,
 )
 
+log = logs.get("run")
+
 
 @dataclass
 class PassResult:
@@ -48,7 +51,9 @@ class PassResult:
     succeeded: int
     failures: list[Failure]
     metrics: dict
-    outputs: list[Path]
+    outputs: list[Path]  # every folder a sink wrote (Ducho's, compact, ...)
+    failures_path: Path | None = None
+    fusions: list[Path] = field(default_factory=list)  # fused folders (on the last result)
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,19 @@ def run_pass(
 ) -> PassResult:
     timer = StageTimer()  # from the pass's start: model opening counts as start-up
     listing = task.list_items() if listing is None else listing
-    if not listing.items:  # every item failed while listing: no model to open
-        failures = list(listing.failures)
-        return PassResult(task.name, len(failures), 0, failures, timer.summary(), [])
+    if not listing.items:  # nothing to run: no model is opened (or exported) for it
+        log.warning(
+            "%s: no items to extract (%d skipped or failed)", task.name, len(listing.failures)
+        )
+        return PassResult(
+            task.name,
+            len(listing.failures),
+            0,
+            list(listing.failures),
+            {**timer.summary(), "no_items": True},
+            [],
+            task.failures_path,
+        )
     with timer.stage("fingerprint"):
         inputs = pass_input(task, listing)
     task, runtime_choices = measured_choices(task, listing, timer)
@@ -91,6 +106,7 @@ def run_pass(
         get_executor(plan.executor).run(prepared, progress)
         result = finish_pass(task, prepared)
         result.metrics.update(batch_size=size, batch_size_choice=how)
+        result.metrics["resumed_all"] = not prepared.shards  # every shard was committed before
         if runtime_choices:
             result.metrics["runtime_choice"] = "; ".join(runtime_choices)
         return result
@@ -267,9 +283,16 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
             discard(sink, folder, view.stale)
             reader = lambda name=output.name: live_blocks(store.state_dir, name, view)  # noqa: E731
             sink.finalize(folder, ids, reader, record, output.fp16)
-        folders = output.folders
-        written += [folders.get("compact") or next(iter(folders.values()))] if folders else []
-    return PassResult(task.name, len(ids) + len(failures), len(ids), failures, metrics, written)
+        written += list(output.folders.values())
+    return PassResult(
+        task.name,
+        len(ids) + len(failures),
+        len(ids),
+        failures,
+        metrics,
+        written,
+        task.failures_path,
+    )
 
 
 def run_fusion(task: FusionTask) -> Path | None:
@@ -360,13 +383,27 @@ def run_plan(plan: ExtractPlan, progress: bool) -> list[PassResult]:
         write_failures(path, list(failures))
     total_ok = sum(r.succeeded for r in results)
     total_failed = sum(len(r.failures) for r in results)
+    where = ", ".join(str(path) for path in by_file)
     if results and total_ok == 0:
-        where = ", ".join(sorted({str(path) for path in by_file}))
-        raise ExtractionError(
-            f"nothing was extracted: all {total_failed} items failed (see {where})"
+        empty = [
+            task.name
+            for task, r in zip(plan.passes, results, strict=True)
+            if r.metrics.get("no_items")
+        ]
+        what = (
+            f"no items found for {', '.join(empty)} (an empty folder or table?)"
+            if empty
+            else f"all {total_failed} items failed"
         )
-    for fusion in plan.fusions:
-        run_fusion(fusion)
+        raise ExtractionError(
+            f"nothing was extracted: {what}; check the inputs (reasons per item in {where})"
+        )
+    fused = [folder for fusion in plan.fusions if (folder := run_fusion(fusion)) is not None]
+    if results:
+        results[-1].fusions = fused
     if plan.strict and total_failed:
-        raise ExtractionError(f"--strict: {total_failed} items failed (see failures.tsv)")
+        raise ExtractionError(
+            f"--strict: {total_failed} items failed; reasons per item in {where} "
+            "(the features of the others are written)"
+        )
     return results

@@ -68,10 +68,14 @@ def test_extraction_on_openvino_equals_onnxruntime(tiny_clip, jpeg_photos, tmp_p
 
 @native_bf16
 def test_bf16_output_is_never_mixed_with_fp32(tiny_clip, jpeg_photos, tmp_path):
+    """bf16 writes beside fp32 (precision in the path, #14), never into its folder."""
     job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=jpeg_photos, batch_size=4)
     extract_single(job, RunOptions(runtime="openvino", progress=False))
-    with pytest.raises(ConfigError, match="different configuration"):
-        extract_single(job, RunOptions(runtime="openvino", precision="bf16", progress=False))
+    fp32 = tmp_path / "out" / tiny_clip.name / "image_embeds" / "features.npy"
+    before = np.load(fp32)
+    extract_single(job, RunOptions(runtime="openvino", precision="bf16", progress=False))
+    bf16 = tmp_path / "out" / f"{tiny_clip.name}-bf16-openvino" / "image_embeds" / "features.npy"
+    assert np.array_equal(np.load(fp32), before) and not np.array_equal(np.load(bf16), before)
 
 
 def test_text_cases_cover_short_and_truncated_texts(tiny_clip):

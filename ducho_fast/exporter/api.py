@@ -32,6 +32,7 @@ from ducho_fast.artifact.manifest import (
     library_versions,
     write_manifest,
 )
+from ducho_fast.core import log as logs
 from ducho_fast.core.cache import resolve_cache_dir
 from ducho_fast.core.errors import ConfigError, ExportValidationError
 from ducho_fast.core.io import atomic_json
@@ -61,11 +62,13 @@ from ducho_fast.runtime.table import EXPORT_PRECISIONS
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS = EXPORT_PRECISIONS
 
+log = logs.get("export")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
     model: ModelRef
-    output_dir: Path
+    output_dir: Path | str
     precision: Precision = "fp32"
     opset: int = DEFAULT_OPSET
     int8_mode: Int8Mode = "auto"
@@ -73,6 +76,7 @@ class ExportConfig:
     tensorrt: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", Path(self.output_dir))  # str or Path
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
         if (
@@ -100,6 +104,9 @@ def export(config: ExportConfig) -> Path:
         check_tensorrt_available()
     target = Path(config.output_dir)
     kept = files_not_ours(target)  # refuses a folder that is not an artifact, before any work
+    log.info(
+        "exporting %s (%s) to %s: loading the model", config.model.source, config.precision, target
+    )
     loaded = load_model(config.model)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_staging(target.parent)
@@ -116,6 +123,7 @@ def export(config: ExportConfig) -> Path:
         replace_folder(staging, target, kept)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %s: %s", config.model.source, target)
     return target
 
 
@@ -151,7 +159,9 @@ def process_alive(pid: int) -> bool:
 
 
 def export_one(tower: Tower, staging: Path, config: ExportConfig, model_id: str) -> GraphInfo:
+    log.info("%s tower: tracing to ONNX (opset %d)", tower.name, config.opset)
     fp32_path = export_tower(tower, staging / f"{tower.name}.fp32.onnx", config.opset)
+    log.info("%s tower: validating fp32 against eager PyTorch", tower.name)
     fp32_results = validate_tower(tower, OrtSession(fp32_path), "fp32", config.sample)
     raise_on_failures(fp32_results, "fp32")
     final = staging / f"{tower.name}.onnx"
@@ -160,6 +170,7 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig, model_id: str)
         os.replace(fp32_path, final)
         results = fp32_results
     elif config.precision == "fp16":
+        log.info("%s tower: converting to fp16 and validating", tower.name)
         to_fp16(fp32_path, final)
         results = validate_tower(tower, OrtSession(final), "fp16", config.sample)
         raise_on_failures(results, "fp16")
@@ -196,6 +207,7 @@ def pick_int8(
     projections kept in fp32 (slower than full int8, faster than fp32). The variant chosen
     by timing is remembered per model, tower and CPU, and chosen again by later exports while
     it passes the gate, so re-exports under different load do not flip between variants."""
+    log.info("%s tower: quantizing to int8 (%s)", tower.name, config.int8_mode)
     calibrate_on, held_out = split_sample(config.sample, tower.name)
     calibration = calibration_batches(tower, calibrate_on)
     candidates = int8_candidates(
@@ -206,6 +218,7 @@ def pick_int8(
     timing_inputs = validation_cases(tower)[-1][1]
 
     def gate(candidate: Int8Candidate) -> None:
+        log.info("%s tower: validating int8 (%s)", tower.name, candidate.mode)
         session = OrtSession(candidate.path)
         results = validate_tower(tower, session, "int8", held_out)
         try:
@@ -233,6 +246,7 @@ def pick_int8(
     remembered = [item for item in passing if item[1] == memory.get(key)]
     _, mode, path, results = remembered[0] if remembered else min(passing, key=lambda i: i[0])
     memory.put(key, mode)
+    log.info("%s tower: int8 keeps %s (fastest of %d passing)", tower.name, mode, len(passing))
     os.replace(path, final)
     for candidate in candidates:
         candidate.path.unlink(missing_ok=True)

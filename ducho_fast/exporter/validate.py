@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ExportValidationError, OutputMismatch
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.exporter.onnx_export import eager_outputs
@@ -33,6 +34,7 @@ GATES = {
     "int8": Gate(min_cosine=0.99, max_abs=None),
 }
 NO_SAMPLE = Sample()
+log = logs.get("export")
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,14 @@ def validate_tower(
     for case, inputs in validation_cases(tower, sample):
         reference = eager_outputs(tower, inputs)
         produced = session.run(inputs)
-        for name in tower.output_names:
-            results.append(compare(tower.name, case, name, reference[name], produced[name], gate))
+        found = [
+            compare(tower.name, case, name, reference[name], produced[name], gate)
+            for name in tower.output_names
+        ]
+        worst = min(r.min_cosine for r in found)
+        verdict = "ok" if all(r.passed for r in found) else "FAILS"
+        log.info("  %s %s [%s]: min cosine %.6f %s", tower.name, precision, case, worst, verdict)
+        results += found
     return results
 
 

@@ -24,7 +24,7 @@ class ModelRef:
     run through Ducho's `transformers` backend is a plain transformers text model).
     """
 
-    source: str
+    source: str | Path
     task: Task = "auto"
     layers: tuple[str, ...] = ()
     weights: str = "DEFAULT"
@@ -37,6 +37,11 @@ class ModelRef:
     # Dual encoders: embeddings of unit length, as `CLIPModel.forward` returns them (Ducho's
     # visual_textual values); otherwise the projected features (`get_image_features`).
     l2_normalize: bool = False
+
+    def __post_init__(self) -> None:
+        """A path may be given as a Path; it is kept as the string the user wrote."""
+        object.__setattr__(self, "source", str(self.source))
+        object.__setattr__(self, "layers", tuple(self.layers))
 
 
 @dataclass(frozen=True, eq=False)

@@ -111,7 +111,7 @@ def load_torchvision(ref: ModelRef, path: Path | None) -> LoadedModel:
         fingerprint = f"torchvision:{name}:random-seed0"
     elif Path(weights).is_file():
         model = torchvision.models.get_model(name, weights=None)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        load_state_dict(model, name, Path(weights))
         fingerprint = fingerprint_path(Path(weights))
     else:
         try:
@@ -123,6 +123,59 @@ def load_torchvision(ref: ModelRef, path: Path | None) -> LoadedModel:
             ) from exc
         fingerprint = f"torchvision:{name}:{weights}"
     return image_model(ref, model.eval(), "torchvision", fingerprint)
+
+
+def load_state_dict(model: nn.Module, name: str, path: Path) -> None:
+    """Weights from a state-dict file, or one line saying how they do not fit `name`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path} is not a plain state dict ({type(exc).__name__}); save it with "
+            f"torch.save(model.state_dict(), path) from a torchvision {name}"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path} holds a {type(state).__name__}, not a state dict")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        k
+        for k in expected
+        if k in state
+        and hasattr(state[k], "shape")
+        and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        raise ModelLoadError(
+            f"{path} does not fit torchvision {name}: {few(missing)} missing, "
+            f"{few(unexpected)} unexpected, {few(shapes)} of another shape; give a state dict "
+            f"saved from {name} (or the architecture it was saved from as the model name)"
+        )
+    model.load_state_dict(state)
+
+
+def few(keys: list[str], shown: int = 3) -> str:
+    """`2 keys (a, b)`: a count and the first few, for one-line messages."""
+    if not keys:
+        return "no keys"
+    more = ", ..." if len(keys) > shown else ""
+    return f"{len(keys)} key(s) ({', '.join(keys[:shown])}{more})"
+
+
+def unpickle(path: Path) -> object:
+    """Load a pickled module; a class its pickle names that cannot be imported is one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError, ImportError) as exc:
+        raise ModelLoadError(
+            f"{path} could not be unpickled: {exc} (a pickle names the module of its class); "
+            "run from the folder that holds that module, or add it to PYTHONPATH"
+        ) from exc
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path} could not be loaded as a pickled module ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _is_pickle(ref: ModelRef, path: Path | None) -> bool:
@@ -137,7 +190,7 @@ def load_pickle(ref: ModelRef, path: Path | None) -> LoadedModel:
             f"{path} is a pickle: loading it runs arbitrary code. Pass --trust-pickle "
             "(trust_pickle=True) only for files you trust."
         )
-    model = torch.load(path, map_location="cpu", weights_only=False)
+    model = unpickle(path)
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
