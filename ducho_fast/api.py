@@ -17,7 +17,7 @@ from ducho_fast.config import DuchoConfig, load_config, revalidate
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
-from ducho_fast.ducho_plan import build_plan
+from ducho_fast.ducho_plan import checked_plan
 from ducho_fast.engine.autotune import planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
@@ -47,6 +47,7 @@ class RunOptions:
     ort_provider: str | None = None
     threads: int | None = None
     min_cosine: float | None = None  # fidelity floor when runtime or precision is auto
+    trust_pickle: bool | None = None  # load pickled torch modules (runs their code)
     pipelined: bool = True
     progress: bool = True
 
@@ -96,7 +97,7 @@ def extract_config(
     """Run a Ducho YAML config (with dotted overrides and our options)."""
     path = Path(path)
     config = with_options(load_config(path, overrides), options)
-    plan = build_plan(config, path.resolve().parent)
+    plan = checked_plan(config, path.resolve().parent)
     if not options.pipelined:
         plan = with_pipeline(plan, pipelined=False, workers=0)
     return extract_plan(plan, progress=options.progress)
@@ -120,7 +121,13 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     label = Path(job.model).name or job.model
     trees = {"ducho": job.output / "ducho", "fast": job.output}
     model = ModelTask(
-        ref=ModelRef(job.model, task=kind, layers=job.layers, weights=job.weights),
+        ref=ModelRef(
+            job.model,
+            task=kind,
+            layers=job.layers,
+            weights=job.weights,
+            trust_pickle=bool(options.trust_pickle),
+        ),
         label=label,
         choice=choice,
         auto=auto,

@@ -240,6 +240,12 @@ def print_summary(results) -> None:
     help="Inference threads (default 0: every core; measured best here even beside 2 decode "
     "workers, see benchmarks/README.md).",
 )
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    default=None,
+    help="Allow loading pickled torch modules (runs arbitrary code); a config's trust_pickle.",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
@@ -273,6 +279,7 @@ def extract_command(
     jpeg_draft,
     ort_provider,
     threads,
+    trust_pickle,
     sequential,
     strict,
     overwrite,
@@ -294,6 +301,7 @@ def extract_command(
         ort_provider=ort_provider,
         threads=threads,
         min_cosine=min_cosine,
+        trust_pickle=trust_pickle,
         pipelined=not sequential,
         progress=not no_progress,
     )

@@ -182,7 +182,10 @@ def prepare_pass(
     """Jobs, outputs, fingerprint, store and pending shards: decided once, before any batch."""
     jobs, outputs = [], []
     for model, model_open in zip(task.models, opened, strict=True):
-        by_graph = {name: model.output(name) for name in model_open.output_names}
+        by_graph = {
+            name: model.output(name, model_open.item_shapes.get(name))
+            for name in model_open.output_names
+        }
         outputs += list(by_graph.values())
         routes = {name: output.name for name, output in by_graph.items()}
         jobs.append(ModelJob(model.label, model_open.session, model_open.feed.key, routes))
@@ -231,7 +234,7 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
             "metrics": metrics,
         }
         for sink_name, folder in output.folders.items():
-            reader = lambda name=output.name: store.read_features(name, shards)  # noqa: E731
+            reader = lambda out=output: map(out.per_item, store.read_features(out.name, shards))  # noqa: E731
             get_sink(sink_name).finalize(folder, ids, reader, record, output.fp16)
         folders = output.folders
         written += [folders.get("compact") or next(iter(folders.values()))] if folders else []

@@ -106,7 +106,7 @@ class ShardStore:
             shard_file = features_dir(self.state_dir, name) / f"shard-{shard:05d}.npy"
             atomic_bytes(shard_file, npy_bytes(rows))
             for sink_name, folder in output.folders.items():
-                get_sink(sink_name).write_shard(folder, ids, rows)
+                get_sink(sink_name).write_shard(folder, ids, output.per_item(rows))
         atomic_json(
             self.marker(shard),
             {"shard": shard, "ids": list(ids), "failures": [f.__dict__ for f in failures]},

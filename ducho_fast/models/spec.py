@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # torch stays unimported on the ONNX Runtime path (start-up time)
     from torch import nn
 
-from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
+from ducho_fast.core.errors import ModelLoadError
+from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
 
 Task = Literal["auto", "image", "text", "image-text"]
 
@@ -37,6 +38,25 @@ class ModelRef:
     # Dual encoders: embeddings of unit length, as `CLIPModel.forward` returns them (Ducho's
     # visual_textual values); otherwise the projected features (`get_image_features`).
     l2_normalize: bool = False
+
+
+class UnknownLayerError(ModelLoadError):
+    """A layer asked for is not in the model (a config's `output_layers`)."""
+
+
+def ducho_image_spec(ref: ModelRef) -> ImagePreprocessSpec:
+    """Ducho's torch path for torchvision models and pickles: PIL's bicubic resize to
+    exactly `image_size`, then the ref's normalisation (no torch needed to say so)."""
+    return ImagePreprocessSpec(
+        resize_mode="exact",
+        resize=ref.image_size,
+        interpolation="bicubic",
+        crop=None,
+        mean=ref.mean,
+        std=ref.std,
+        crop_rounding="round",
+        normalization=ref.normalization,  # type: ignore[arg-type]
+    )
 
 
 @dataclass(frozen=True, eq=False)
