@@ -145,6 +145,13 @@ def available_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+GPU_RUNTIMES = ("onnxruntime", "tensorrt", "auto")
+
+
+def runtimes(config: DuchoConfig) -> set[str]:
+    return {e.runtime or config.runtime for _, _, block in blocks(config) for e in block.model}
+
+
 def gpu_provider(config: DuchoConfig) -> str:
     """The ONNX Runtime provider for Ducho's `gpu list`: the CUDA provider on the listed GPUs
     (as Ducho, through CUDA_VISIBLE_DEVICES) where ONNX Runtime has one; otherwise the CPU,
@@ -157,6 +164,12 @@ def gpu_provider(config: DuchoConfig) -> str:
     providers = available_providers()
     if "CUDAExecutionProvider" in providers:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
+        on_cpu = sorted({r for r in runtimes(config) if r not in GPU_RUNTIMES})
+        if on_cpu:
+            notice(
+                f"gpu list {devices}: runtime {', '.join(on_cpu)} runs on the CPU in ducho-fast; "
+                "runtime onnxruntime (CUDA provider) or tensorrt runs on the GPU"
+            )
         return "cuda"
     notice(
         f"gpu list {devices}: no GPU provider in ONNX Runtime here ({', '.join(providers)}); "

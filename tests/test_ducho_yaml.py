@@ -319,6 +319,21 @@ def test_dataset_path_in_both_places_or_neither_names_both(repo):
     assert str(repo / "data") in str(both.value) and str(repo / "project/data") in str(both.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [
+        ("sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
+        ("./models/my-bert", "models/my-bert"),  # a relative local folder nests, as in Ducho
+        ("../models/my-bert", "my-bert"),  # Ducho would write outside the output folder
+        ("/models/my-bert", "my-bert"),
+    ],
+)
+def test_text_model_folders_nest_as_ducho_nests_them(name, folder):
+    from ducho_fast.ducho_plan import model_folder
+
+    assert model_folder(name, "textual") == folder
+
+
 def test_a_relative_model_path_is_read_from_the_current_folder(repo):
     """Beside the config it is not found (Ducho reads it from where you run), and the error
     names the current folder."""
@@ -431,6 +446,18 @@ def test_a_bad_last_block_fails_before_the_first_block_works(
     assert not (repo / "data/out").exists() and not (repo / "data/ducho-fast").exists()
 
 
+def test_an_uncached_hub_model_offline_is_refused_first(repo, jpeg_photos, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    add_images(repo / "data", jpeg_photos)
+    (repo / "data/items.tsv").write_text("id\ttext\na\tred dress\n")
+    model = {"model_name": "nobody/no-such-model", "backend": "transformers"}
+    config = save_yaml(repo / "config.yml", two_blocks(repo / "data", model))
+    with pytest.raises(ConfigError, match=r"model\[0\]\.model_name .*HF_HUB_OFFLINE is set"):
+        checked_plan(load_config(config), repo)
+
+
 def test_an_output_folder_that_cannot_be_made_is_refused_first(repo, jpeg_photos):
     add_images(repo / "data", jpeg_photos)
     (repo / "data/items.tsv").write_text("id\ttext\na\tred dress\n")
@@ -515,6 +542,13 @@ def test_gpu_list_uses_the_cuda_provider_where_there_is_one(tmp_path, monkeypatc
     cpu = save_yaml(tmp_path / "c.yml", data | {"ort_provider": "cpu"})  # explicit key wins
     (task,) = build_plan(load_config(cpu), tmp_path).passes
     assert task.models[0].choice.ort_provider == "cpu"
+    eager = save_yaml(tmp_path / "c.yml", data | {"runtime": "torch"})
+    with caplog.at_level(logging.WARNING, logger="ducho_fast"):
+        build_plan(load_config(eager), tmp_path)
+    assert notices(caplog) == [
+        "gpu list 1: runtime torch runs on the CPU in ducho-fast; runtime onnxruntime "
+        "(CUDA provider) or tensorrt runs on the GPU"
+    ]
 
 
 def test_gpu_list_without_a_gpu_says_the_run_uses_the_cpu(tmp_path, caplog):

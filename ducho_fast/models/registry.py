@@ -110,6 +110,19 @@ def check_source(ref: ModelRef) -> None:
             f"{ref.source!r} is not a torchvision architecture, a local file or folder, or a "
             f"hub id (owner/name){hint}"
         )
+    check_hub_offline(ref.source)
+
+
+def check_hub_offline(repo_id: str) -> None:
+    """Offline (HF_HUB_OFFLINE), a hub id must be in the local cache: say so now, not when
+    its block starts. Online, opening the model downloads it."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and try_to_load_from_cache(repo_id, "config.json") is None:
+        raise ModelLoadError(
+            f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            "download it first, or give a local folder saved with save_pretrained"
+        )
 
 
 def looks_like_path(source: str) -> bool:
