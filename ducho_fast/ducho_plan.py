@@ -265,10 +265,10 @@ class DuchoPlanner:
             texts = texts or last_other_column(where, path, ids, columns)
             check_columns(where, path, [*ids, *texts], columns)
             return partial(list_interaction_texts, path, ids, texts, block.encoding)
-        item = block.item_column or default_columns(
-            where, "item_column", path, columns[:1], columns
+        item = (
+            block.item_column
+            or default_columns(where, "item_column", path, columns[:1], columns)[0]
         )
-        item = item if isinstance(item, str) else item[0]
         texts = block.text_columns or last_other_column(where, path, (item,), columns)
         check_columns(where, path, [item, *texts], columns)
         return partial(list_texts, path, item, texts, block.encoding)

@@ -399,8 +399,16 @@ def test_a_missing_column_lists_the_files_columns(tmp_path):
 
 
 def two_blocks(dataset: Path, last_model: dict) -> dict:
-    """A good visual block first, the block under test last."""
+    """A good visual block first, the block under test last (image interactions for a torch
+    model, texts otherwise)."""
     data = visual_yaml(str(dataset), output_layers="avgpool")
+    if last_model["backend"] == "torch":
+        data["visual"]["interactions"] = {
+            "input_path": "images",
+            "output_path": "interactions_out",
+            "model": [last_model],
+        }
+        return data
     data["textual"] = {
         "items": {
             "input_path": "items.tsv",
@@ -423,7 +431,8 @@ def two_blocks(dataset: Path, last_model: dict) -> dict:
         ),
         (
             {"model_name": "ResNet18", "backend": "torch", "output_layers": "layer4.1.conv3"},
-            "textual.items.model[0].output_layers: unknown layer 'layer4.1.conv3' for ResNet; "
+            "visual.interactions.model[0].output_layers: unknown layer 'layer4.1.conv3' for "
+            "ResNet; "
             "did you mean ['layer4.1.conv2', 'layer4.1.conv1', 'layer4.0.conv2']?",
         ),
         (
@@ -462,7 +471,7 @@ def test_an_output_folder_that_cannot_be_made_is_refused_first(repo, jpeg_photos
     add_images(repo / "data", jpeg_photos)
     (repo / "data/items.tsv").write_text("id\ttext\na\tred dress\n")
     (repo / "data/text_out").write_text("a file where the output folder should go")
-    model = {"model_name": "ResNet18", "backend": "torch"}
+    model = {"model_name": "./minilm", "backend": "sentence_transformers"}
     config = save_yaml(repo / "config.yml", two_blocks(repo / "data", model))
     with pytest.raises(ConfigError, match=r"textual\.items\.output_path: cannot create"):
         checked_plan(load_config(config), repo)
