@@ -152,6 +152,22 @@ def test_duchos_visual_demo_keeps_spatial_maps(repo, jpeg_photos, caplog):
     assert config.is_file()
 
 
+def test_transformers_backend_keeps_the_models_shape(repo, tiny_resnet, jpeg_photos):
+    """Ducho's transformers visual backend saves `pooler_output` as the model returns it: a
+    ResNet's `(1, C, 1, 1)` (its torch backend squeezes, see above)."""
+    from transformers import AutoModel
+
+    link_model(repo, "microsoft/resnet-50", tiny_resnet)
+    ids = add_images(repo / "local/data/demo", jpeg_photos, 2)
+    config = visual_yaml("./local/data/demo", "microsoft/resnet-50", output_layers="pooler_output")
+    config["visual"]["items"]["model"][0]["backend"] = "transformers"
+    extract_config(save_yaml(repo / "config.yml", config), options=QUIET)
+    arrays = npy(repo / "local/data/demo/out/transformers/resnet-50/pooler_output")
+    channels = AutoModel.from_pretrained(tiny_resnet).config.hidden_sizes[-1]
+    assert sorted(arrays) == sorted(ids)
+    assert {a.shape for a in arrays.values()} == {(1, channels, 1, 1)}
+
+
 def test_duchos_textual_demo_without_columns(repo, tiny_st, caplog):
     """Ducho's demo4 textual row, unchanged (a local folder stands for the hub model): no
     item_column / text_column, so ids come from the first column and texts from the last, said

@@ -72,6 +72,9 @@ class Tower:
     output_names: tuple[str, ...]
     preprocess: Any = None
     processor: Any = None
+    # Ducho's torch backend squeezes size-1 axes out of a layer's output (`avgpool`'s
+    # (2048, 1, 1) is saved (1, 2048)); its transformers backend saves the output as it is.
+    squeeze_outputs: bool = False
 
 
 @dataclass(frozen=True, eq=False)

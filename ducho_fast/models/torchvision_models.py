@@ -87,7 +87,7 @@ def image_model(ref: ModelRef, model: nn.Module, family: str, fingerprint: str) 
         module = ImageTower(spec, layer_extractor(model, layers), NamedLayers(layers))
     else:  # no layer named and no pooled layer to default to: the module's own output
         module, layers = ImageTower(spec, model, whole_output), ("output",)
-    tower = Tower("image", module, layers, preprocess=spec)
+    tower = Tower("image", module, layers, preprocess=spec, squeeze_outputs=True)
     return LoadedModel(ref.source, family, (tower,), fingerprint)
 
 

@@ -59,11 +59,11 @@ class ImageTower(nn.Module):
         return tuple(flatten_batch(out) for out in outputs)
 
 
-def ducho_item_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """An output's per-item shape as Ducho saves it, without the leading 1: its size-1 axes
-    dropped (Ducho squeezes), so a pooled `(2048, 1, 1)` is `(2048,)` and a feature map
-    `(2048, 7, 7)` stays whole."""
-    return tuple(d for d in shape if d != 1) or (1,)
+def ducho_item_shape(shape: tuple[int, ...], squeeze: bool) -> tuple[int, ...]:
+    """An output's per-item shape as Ducho saves it, without the leading 1. Its torch backend
+    squeezes size-1 axes (a pooled `(2048, 1, 1)` is `(2048,)`, a feature map `(2048, 7, 7)`
+    stays whole); its transformers backend keeps the shape the model returns."""
+    return (tuple(d for d in shape if d != 1) or (1,)) if squeeze else shape
 
 
 def item_shapes(tower: Tower) -> dict[str, tuple[int, ...]]:
@@ -73,12 +73,15 @@ def item_shapes(tower: Tower) -> dict[str, tuple[int, ...]]:
     module = tower.module
     if not isinstance(module, ImageTower) or tower.preprocess is None:
         return {}
-    height, width = tower.preprocess.input_size
+    try:
+        height, width = tower.preprocess.input_size
+    except ValueError:  # no fixed input size: outputs are vectors per item (pooled)
+        return {}
     pixels = torch.randint(0, 256, (1, height, width, 3), dtype=torch.uint8)
     with torch.no_grad():
         outputs = module.compute(module.body, module.normalize(pixels))
     shapes = {
-        name: ducho_item_shape(tuple(out.shape[1:]))
+        name: ducho_item_shape(tuple(out.shape[1:]), tower.squeeze_outputs)
         for name, out in zip(tower.output_names, outputs, strict=True)
     }
     return {name: shape for name, shape in shapes.items() if len(shape) > 1}
