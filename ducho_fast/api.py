@@ -18,7 +18,7 @@ from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
-from ducho_fast.ducho_plan import build_plan
+from ducho_fast.ducho_plan import checked_plan
 from ducho_fast.engine.autotune import planned_choice
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
@@ -54,6 +54,7 @@ class RunOptions:
     normalize_before_fusion: bool | None = None  # a config's fusions only
     cache_dir: Path | str | None = None  # on-the-fly exports and measurements
     batch_size: int | None = None  # every model's batch size (a config's per-model key too)
+    trust_pickle: bool | None = None  # load pickled torch modules (runs their code)
     pipelined: bool = True
     progress: bool = True
 
@@ -131,7 +132,7 @@ def extract_config(
     """Run a Ducho YAML config (with dotted overrides and our options)."""
     path = Path(path)
     config = with_options(load_config(path, overrides), options)
-    plan = build_plan(config, path.resolve().parent)
+    plan = checked_plan(config, path.resolve().parent)
     if not options.pipelined:
         plan = with_pipeline(plan, pipelined=False, workers=0)
     return run_logged(plan, options, f"extract --config {path}")
@@ -167,7 +168,13 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     label = (Path(job.model).name or job.model) + output_tag(choice, auto)
     trees = {"ducho": job.output / "ducho", "fast": job.output}
     model = ModelTask(
-        ref=ModelRef(job.model, task=kind, layers=job.layers, weights=job.weights),
+        ref=ModelRef(
+            job.model,
+            task=kind,
+            layers=job.layers,
+            weights=job.weights,
+            trust_pickle=bool(options.trust_pickle),
+        ),
         label=label,
         choice=choice,
         auto=auto,

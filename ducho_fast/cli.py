@@ -368,6 +368,12 @@ def pass_line(result) -> str:
     help="Where on-the-fly exports and measurements are cached "
     "(default $DUCHO_FAST_CACHE or ~/.cache/ducho-fast).",
 )
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    default=None,
+    help="Allow loading pickled torch modules (runs arbitrary code); a config's trust_pickle.",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(

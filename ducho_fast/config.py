@@ -1,13 +1,15 @@
 """Ducho 2.0 YAML, accepted as it is, validated up front into frozen objects.
 
-Unknown keys name the key and the known ones; wrong types say what was expected. Our own
-keys (documented in the README) sit beside Ducho's at the top level and on each model, and
-each has a command-line flag that overrides the file.
+Keys Ducho does not read are ignored, as Ducho ignores them, each with a one-line notice (and
+the known key it resembles); wrong types say what was expected. Our own keys (documented in
+the README) sit beside Ducho's at the top level and on each model, and each has a
+command-line flag that overrides the file.
 """
 
 from __future__ import annotations
 
 import codecs
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +26,7 @@ from pydantic import (
 )
 
 from ducho_fast.core.errors import ConfigError
+from ducho_fast.core.notices import notice
 from ducho_fast.engine.sinks import sinks_for
 from ducho_fast.runtime.table import all_precisions, runtime_names
 
@@ -87,6 +90,7 @@ class ModelEntry(Strict):
     runtime: RuntimeName | None = None
     precision: PrecisionName | None = None
     weights: str = "DEFAULT"
+    trust_pickle: bool | None = None  # None: the top-level key
 
     @field_validator("reshape")
     @classmethod
@@ -191,6 +195,7 @@ class DuchoConfig(Strict):
     threads: int = Field(default=0, ge=0)  # inference intra-op threads; 0: every core
     min_cosine: float = Field(default=0.99, gt=0, le=1)  # fidelity floor of runtime/precision auto
     cache_dir: str | None = None
+    trust_pickle: bool = False  # load pickled torch modules (runs their code): opt in
 
 
 def normalize_keys(raw: dict[str, Any]) -> dict[str, Any]:
@@ -274,9 +279,53 @@ def inner_model(annotation: Any) -> Any:
     return None
 
 
+# Keys of Ducho's own config files that Ducho 2.0 no longer reads, and Ducho 1's names.
+DUCHO_LEGACY_KEYS = {"model map": "Ducho's legacy model map, which Ducho 2.0 does not read"}
+DUCHO_1_NAMES = {
+    "input_folder": "input_path",
+    "output_folder": "output_path",
+    "name": "model_name",
+    "framework": "backend",
+}
+
+
+def drop_unknown_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the keys neither Ducho nor ducho-fast reads, each named in a notice with
+    the known key it resembles (`resize` -> `reshape`): Ducho ignores such keys, so a Ducho
+    config carrying them runs; the notice catches a typo that would otherwise change nothing."""
+    return prune(data, DuchoConfig, ())
+
+
+def prune(node: Any, model: Any, path: tuple[str, ...]) -> Any:
+    if isinstance(node, list) and path and path[-1] == "model":
+        return [prune(entry, model, (*path[:-1], f"model[{i}]")) for i, entry in enumerate(node)]
+    if not isinstance(node, dict) or not hasattr(model, "model_fields"):
+        return node
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    known = [*fields, *(("gpu_list",) if model is DuchoConfig else ())]
+    kept = {}
+    for key, value in node.items():
+        if key in known:
+            field = fields.get(key)
+            inner = inner_model(field.annotation) if field is not None else None
+            kept[key] = prune(value, inner, (*path, str(key))) if inner is not None else value
+        else:
+            ignored_key_notice(".".join((*path, str(key))), str(key), known)
+    return kept
+
+
+def ignored_key_notice(where: str, key: str, known: Sequence[str]) -> None:
+    why = DUCHO_LEGACY_KEYS.get(key, "neither Ducho nor ducho-fast reads it")
+    renamed = DUCHO_1_NAMES.get(key)
+    close = [renamed] if renamed in known else difflib.get_close_matches(key, known, 1, 0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint += " (Ducho 1's name for it)" if renamed in known else ""
+    notice(f"config: key {where!r} ignored ({why}){hint}")
+
+
 def parse_config(data: dict[str, Any]) -> DuchoConfig:
     try:
-        config = DuchoConfig.model_validate(normalize_keys(data))
+        config = DuchoConfig.model_validate(drop_unknown_keys(normalize_keys(data)))
     except ValidationError as exc:
         problems = [describe_error(e, DuchoConfig) for e in exc.errors()]
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
@@ -316,15 +365,10 @@ def check_semantics(config: DuchoConfig) -> None:
                     f"{where}.model[{index}]: the tensorflow backend is not supported; "
                     "use torch, transformers or sentence_transformers"
                 )
-        text_items = modality in ("textual", "visual_textual") and source == "items"
-        if text_items and (not block.item_column or not block.text_columns):
-            raise ConfigError(f"{where}: text sources need item_column and text_column")
         if source == "interactions" and modality == "textual":
-            ids, texts = block.interaction_id_and_text_columns
-            if len(ids) != 2 or not texts:
-                raise ConfigError(
-                    f"{where}: interactions need interaction_columns [user, item] and text_column"
-                )
+            ids, _ = block.interaction_id_and_text_columns
+            if ids and len(ids) != 2:
+                raise ConfigError(f"{where}.interaction_columns must be [user, item]; got {ids}")
         if modality == "visual_textual":
             for key in ("input_path", "output_path"):
                 value = getattr(block, key)

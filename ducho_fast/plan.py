@@ -44,11 +44,12 @@ class ModelTask:
     fp16_storage: bool = False
     auto: AutoPick | None = None  # runtime and/or precision left to measurement
 
-    def output(self, graph_output: str) -> LayerOutput:
-        """Where `graph_output` goes: `<root>/<layer>` for each sink."""
+    def output(self, graph_output: str, item_shape: tuple[int, ...] | None = None) -> LayerOutput:
+        """Where `graph_output` goes: `<root>/<layer>` for each sink; `item_shape`: Ducho's
+        per-item shape of a feature map (None: a vector)."""
         layer = self.layer_dirs.get(graph_output) or self.layer_dirs.get("*") or graph_output
         folders = {sink: root / layer for sink, root in self.roots.items()}
-        return LayerOutput(f"{self.label}/{layer}", folders, self.fp16_storage)
+        return LayerOutput(f"{self.label}/{layer}", folders, self.fp16_storage, item_shape)
 
 
 @dataclass(frozen=True)

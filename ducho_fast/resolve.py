@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class OpenModel:
     feed: Feed
     fingerprint: dict[str, Any]
     output_names: tuple[str, ...]
+    item_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # Ducho's layout
 
 
 def open_model(
@@ -70,9 +71,14 @@ def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, index: int = 0) 
         "modality": kind,
         "preprocess": tower.preprocess.to_dict() if tower.preprocess is not None else None,
     }
+    from ducho_fast.models.towers import item_shapes
+
+    shapes = item_shapes(tower)
+    if shapes:  # only then: fingerprints of flat outputs stay as they were
+        fingerprint["item_shapes"] = {name: list(shape) for name, shape in shapes.items()}
     kind_of = modality(kind)
     feed = kind_of.eager_feed(tower, kind_of.feed_key(tower.preprocess, index))
-    return OpenModel(session, kind_of, feed, fingerprint, tower.output_names)
+    return OpenModel(session, kind_of, feed, fingerprint, tower.output_names, shapes)
 
 
 def check_bf16(tower: Tower, session: Session) -> None:
@@ -114,7 +120,8 @@ def open_artifact(
         fidelity_gate(what, cases, reference, session, REDUCED_MIN_COSINE, "ONNX Runtime")
     fingerprint = artifact_fingerprint(manifest, graph, choice)
     outputs = tuple(o.name for o in graph.outputs)
-    return OpenModel(session, modality(kind), feed, fingerprint, outputs)
+    shapes = {name: tuple(shape) for name, shape in (graph.item_shapes or {}).items()}
+    return OpenModel(session, modality(kind), feed, fingerprint, outputs, shapes)
 
 
 def reference_choice(graph: GraphInfo, choice: RuntimeChoice) -> RuntimeChoice:
@@ -178,6 +185,7 @@ def artifact_fingerprint(manifest: Manifest, graph: GraphInfo, choice: RuntimeCh
         "layers": [o.name for o in graph.outputs],
         "modality": graph.name,
         "preprocess": graph.preprocess,
+        **({"item_shapes": graph.item_shapes} if graph.item_shapes else {}),
     }
 
 
@@ -219,6 +227,28 @@ def peek_feed(ref: ModelRef, choice: RuntimeChoice, kind: str, index: int) -> Fe
 def peek_sweep_identity(ref: ModelRef, choice: RuntimeChoice, kind: str) -> dict | None:
     found = peek_artifact(ref, choice, kind)
     return sweep_identity(artifact_fingerprint(*found, choice)) if found else None
+
+
+def check_model(ref: ModelRef, kind: str, choice: RuntimeChoice) -> None:
+    """Cheap checks that `ref` opens as a `kind` tower under `choice`, before any work: an
+    artifact has that graph at the precision the runtime runs; a model to export exists and has
+    its layers (see `models.registry.check_source`). Loads no weights, imports no torch when
+    the artifact exists already."""
+    if is_artifact(ref.source):
+        manifest = read_manifest(Path(ref.source), verify_hashes=False)
+        manifest.graph(kind)
+        wanted = choice.spec.artifact_precision(choice.precision)
+        if choice.spec.needs_artifact and manifest.precision != wanted:
+            raise ConfigError(
+                f"artifact {ref.source} is {manifest.precision}, but {choice.runtime} "
+                f"{choice.precision} runs a {wanted} artifact"
+            )
+        return
+    if peek_artifact(ref, choice, kind) is not None:
+        return  # exported and cached already
+    from ducho_fast.models.registry import check_source
+
+    check_source(ref)
 
 
 def is_artifact(source: str) -> bool:

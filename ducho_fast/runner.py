@@ -224,7 +224,10 @@ def prepare_pass(
     """Jobs, outputs, fingerprint, store and pending shards: decided once, before any batch."""
     jobs, outputs = [], []
     for model, model_open in zip(task.models, opened, strict=True):
-        by_graph = {name: model.output(name) for name in model_open.output_names}
+        by_graph = {
+            name: model.output(name, model_open.item_shapes.get(name))
+            for name in model_open.output_names
+        }
         outputs += list(by_graph.values())
         routes = {name: output.name for name, output in by_graph.items()}
         jobs.append(ModelJob(model.label, model_open.session, model_open.feed.key, routes))
@@ -281,7 +284,9 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
         for sink_name, folder in output.folders.items():
             sink = get_sink(sink_name)
             discard(sink, folder, view.stale)
-            reader = lambda name=output.name: live_blocks(store.state_dir, name, view)  # noqa: E731
+            reader = lambda out=output: map(  # noqa: E731
+                out.per_item, live_blocks(store.state_dir, out.name, view)
+            )
             sink.finalize(folder, ids, reader, record, output.fp16)
         written += list(output.folders.values())
     return PassResult(

@@ -164,7 +164,10 @@ def text_config(tmp_path: Path, model: str, **block) -> dict:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c.update(bogus=1), "unknown key 'bogus'"),
+        (
+            lambda c: c["textual"]["items"]["model"][0].update(model_name="./no-such-model"),
+            "textual.items.model[0].model_name './no-such-model': ./no-such-model does not exist",
+        ),
         (
             lambda c: c["textual"]["items"].update(text_column="title"),
             "has no column(s) ['title']; columns: ['asin', 'description']",
@@ -179,7 +182,7 @@ def text_config(tmp_path: Path, model: str, **block) -> dict:
         ),
         (lambda c: c.update(audio={"items": c["textual"]["items"]}), "audio modality"),
     ],
-    ids=["unknown-key", "missing-column", "wrong-type", "tensorflow", "audio"],
+    ids=["missing-model", "missing-column", "wrong-type", "tensorflow", "audio"],
 )
 def test_bad_config_is_refused_before_running(change, message, tmp_path, tiny_st):
     config = text_config(tmp_path, str(tiny_st))

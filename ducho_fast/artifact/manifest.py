@@ -48,6 +48,8 @@ class GraphInfo(Frozen):
     outputs: list[TensorInfo]
     preprocess: dict[str, Any] | None = None  # the modality's spec (see modalities/)
     validation: dict[str, Any]
+    # Outputs that are more than a vector per item: Ducho's per-item shape (the graph flattens)
+    item_shapes: dict[str, list[int]] | None = None
 
     @model_validator(mode="before")
     @classmethod

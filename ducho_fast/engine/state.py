@@ -256,7 +256,7 @@ class ShardStore:
             atomic_bytes(shard_file(self.state_dir, name, shard), npy_bytes(values))
             rows[name] = list(values.shape)
             for sink_name, folder in output.folders.items():
-                get_sink(sink_name).write_shard(folder, ids, values)
+                get_sink(sink_name).write_shard(folder, ids, output.per_item(values))
         atomic_json(
             self.marker(shard),
             {

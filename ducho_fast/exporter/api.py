@@ -56,6 +56,7 @@ from ducho_fast.exporter.validate import (
 from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.registry import load_model
 from ducho_fast.models.spec import LoadedModel, ModelRef, Tower
+from ducho_fast.models.towers import item_shapes
 from ducho_fast.runtime.onnxruntime import OrtSession
 from ducho_fast.runtime.table import EXPORT_PRECISIONS
 
@@ -187,6 +188,7 @@ def export_one(tower: Tower, staging: Path, config: ExportConfig, model_id: str)
         inputs=inputs,
         outputs=outputs,
         preprocess=tower.preprocess.to_dict() if tower.preprocess is not None else None,
+        item_shapes={k: list(v) for k, v in item_shapes(tower).items()} or None,
         validation={
             "fp32": summarize(fp32_results, "fp32"),
             **(

@@ -6,6 +6,7 @@ fails with the list of known names. Detection runs in registration order.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +70,65 @@ def load_model(ref: ModelRef) -> LoadedModel:
         "sentence-transformers folder or hub id, a torchvision architecture name (e.g. resnet50), "
         f"or a pickled torch module with --trust-pickle. Known families: {sorted(FAMILIES)}"
     )
+
+
+def check_source(ref: ModelRef) -> None:
+    """What can be told about `ref` without loading weights, so a bad model in a config's last
+    block fails before the first block works: a local path exists and is a kind of model we
+    know (a pickle only with trust_pickle), a torchvision name exists and has the layers asked
+    for, anything else looks like a hub id. Raises ModelLoadError saying what to do."""
+    _import_families()
+    from ducho_fast.models import torchvision_models as tv
+
+    path = resolve_local_path(ref)
+    if path is not None:
+        if tv._is_pickle(ref, path):
+            if not ref.trust_pickle:
+                raise tv.untrusted_pickle(path)
+            if ref.layers:
+                tv.check_layers(tv.unpickle_module(path), ref.layers)
+            return
+        wanted = [FAMILIES[ref.family]] if ref.family != "auto" else list(FAMILIES.values())
+        if not any(family.detect(ref, path) for family in wanted):
+            raise ModelLoadError(
+                f"{ref.source} is neither a transformers / sentence-transformers folder, an "
+                "exported artifact, nor a pickled torch module (.pt, .pth, .pkl)"
+            )
+        return
+    if tv.torchvision_name(ref.source) is not None:
+        tv.check_torchvision_layers(ref.source, ref.layers)
+        return
+    if looks_like_path(ref.source):
+        raise ModelLoadError(
+            f"{ref.source} does not exist (relative paths are read from the current folder, "
+            f"{Path.cwd()}, as Ducho reads them)"
+        )
+    if not _looks_like_hub_id(ref.source):
+        close = difflib.get_close_matches(ref.source.lower(), tv.torchvision_names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ModelLoadError(
+            f"{ref.source!r} is not a torchvision architecture, a local file or folder, or a "
+            f"hub id (owner/name){hint}"
+        )
+    check_hub_offline(ref.source)
+
+
+def check_hub_offline(repo_id: str) -> None:
+    """Offline (HF_HUB_OFFLINE), a hub id must be in the local cache: say so now, not when
+    its block starts. Online, opening the model downloads it."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE and try_to_load_from_cache(repo_id, "config.json") is None:
+        raise ModelLoadError(
+            f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            "download it first, or give a local folder saved with save_pretrained"
+        )
+
+
+def looks_like_path(source: str) -> bool:
+    from ducho_fast.models.torchvision_models import PICKLE_SUFFIXES
+
+    return source.startswith((".", "/", "~")) or Path(source).suffix in PICKLE_SUFFIXES
 
 
 def eval_mode(loaded: LoadedModel) -> LoadedModel:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # torch stays unimported on the ONNX Runtime path (start-up time)
     from torch import nn
 
-from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
+from ducho_fast.core.errors import ModelLoadError
+from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
 
 Task = Literal["auto", "image", "text", "image-text"]
 
@@ -44,6 +45,25 @@ class ModelRef:
         object.__setattr__(self, "layers", tuple(self.layers))
 
 
+class UnknownLayerError(ModelLoadError):
+    """A layer asked for is not in the model (a config's `output_layers`)."""
+
+
+def ducho_image_spec(ref: ModelRef) -> ImagePreprocessSpec:
+    """Ducho's torch path for torchvision models and pickles: PIL's bicubic resize to
+    exactly `image_size`, then the ref's normalisation (no torch needed to say so)."""
+    return ImagePreprocessSpec(
+        resize_mode="exact",
+        resize=ref.image_size,
+        interpolation="bicubic",
+        crop=None,
+        mean=ref.mean,
+        std=ref.std,
+        crop_rounding="round",
+        normalization=ref.normalization,  # type: ignore[arg-type]
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class Tower:
     """One exportable graph of one modality (`name`: a key of the modality table).
@@ -57,6 +77,9 @@ class Tower:
     output_names: tuple[str, ...]
     preprocess: Any = None
     processor: Any = None
+    # Ducho's torch backend squeezes size-1 axes out of a layer's output (`avgpool`'s
+    # (2048, 1, 1) is saved (1, 2048)); its transformers backend saves the output as it is.
+    squeeze_outputs: bool = False
 
 
 @dataclass(frozen=True, eq=False)

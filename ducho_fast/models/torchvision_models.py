@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from ducho_fast.core.errors import ModelLoadError
-from ducho_fast.core.image import ImagePreprocessSpec
 from ducho_fast.models.registry import fingerprint_path, register_family
-from ducho_fast.models.spec import LoadedModel, ModelRef, Tower
+from ducho_fast.models.spec import LoadedModel, ModelRef, Tower, UnknownLayerError, ducho_image_spec
 from ducho_fast.models.towers import ImageTower
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle")
@@ -25,19 +24,6 @@ def torchvision_names() -> list[str]:
     import torchvision
 
     return list(torchvision.models.list_models(module=torchvision.models))
-
-
-def ducho_image_spec(ref: ModelRef) -> ImagePreprocessSpec:
-    return ImagePreprocessSpec(
-        resize_mode="exact",
-        resize=ref.image_size,
-        interpolation="bicubic",
-        crop=None,
-        mean=ref.mean,
-        std=ref.std,
-        crop_rounding="round",
-        normalization=ref.normalization,  # type: ignore[arg-type]
-    )
 
 
 class NamedLayers:
@@ -55,17 +41,41 @@ def whole_output(body: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Ten
     return (body(pixel_values),)
 
 
-def layer_extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+def check_layers(model: nn.Module, layers: tuple[str, ...]) -> None:
+    """Every layer is a node of the model's graph (as Ducho names them, `layer4.1.conv3`);
+    otherwise say which, with the nearest node names and the last ones (the usual picks)."""
+    import difflib
 
-    nodes = set(get_graph_node_names(model.eval())[1])
-    unknown = [layer for layer in layers if layer not in nodes]
-    if unknown:
-        raise ModelLoadError(
-            f"unknown layer(s) {unknown} for {type(model).__name__}; known nodes include: "
-            f"{sorted(nodes)[:40]}"
-        )
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    nodes = get_graph_node_names(model.eval())[1]
+    for layer in layers:
+        if layer not in nodes:
+            close = difflib.get_close_matches(layer, nodes, n=3, cutoff=0.6)
+            hint = f"did you mean {close}? " if close else ""
+            raise UnknownLayerError(
+                f"unknown layer {layer!r} for {type(model).__name__}; {hint}its last nodes "
+                f"are {nodes[-6:]}"
+            )
+
+
+def layer_extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    check_layers(model, layers)
     return create_feature_extractor(model, return_nodes={layer: layer for layer in layers})
+
+
+def check_torchvision_layers(source: str, layers: tuple[str, ...]) -> None:
+    """The layers of a torchvision architecture, checked on a weightless (meta) copy: a
+    fraction of a second, no download."""
+    import torchvision
+
+    if not layers:
+        return
+    with torch.device("meta"):
+        model = torchvision.models.get_model(torchvision_name(source), weights=None)
+    check_layers(model, layers)
 
 
 def image_model(ref: ModelRef, model: nn.Module, family: str, fingerprint: str) -> LoadedModel:
@@ -77,7 +87,7 @@ def image_model(ref: ModelRef, model: nn.Module, family: str, fingerprint: str) 
         module = ImageTower(spec, layer_extractor(model, layers), NamedLayers(layers))
     else:  # no layer named and no pooled layer to default to: the module's own output
         module, layers = ImageTower(spec, model, whole_output), ("output",)
-    tower = Tower("image", module, layers, preprocess=spec)
+    tower = Tower("image", module, layers, preprocess=spec, squeeze_outputs=True)
     return LoadedModel(ref.source, family, (tower,), fingerprint)
 
 
@@ -182,16 +192,25 @@ def _is_pickle(ref: ModelRef, path: Path | None) -> bool:
     return path is not None and path.is_file() and path.suffix in PICKLE_SUFFIXES
 
 
+def untrusted_pickle(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path} is a pickle: loading it runs arbitrary code. Pass --trust-pickle "
+        "(`trust_pickle: true` in a config, trust_pickle=True in Python) only for files you trust."
+    )
+
+
+def unpickle_module(path: Path) -> nn.Module:
+    model = unpickle(path)
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 @register_family("torch_pickle", _is_pickle, "pickled torch.nn.Module (needs --trust-pickle)")
 def load_pickle(ref: ModelRef, path: Path | None) -> LoadedModel:
     assert path is not None
     if not ref.trust_pickle:
-        raise ModelLoadError(
-            f"{path} is a pickle: loading it runs arbitrary code. Pass --trust-pickle "
-            "(trust_pickle=True) only for files you trust."
-        )
-    model = unpickle(path)
-    if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module")
+        raise untrusted_pickle(path)
+    model = unpickle_module(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return image_model(ref, model.eval(), "torch_pickle", digest)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ducho_fast.core.image import ImagePreprocessSpec, is_integral_reciprocal
+from ducho_fast.models.spec import Tower
 
 
 class PixelNormalize(nn.Module):
@@ -56,6 +57,34 @@ class ImageTower(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = self.compute(self.body, self.normalize(pixels))
         return tuple(flatten_batch(out) for out in outputs)
+
+
+def ducho_item_shape(shape: tuple[int, ...], squeeze: bool) -> tuple[int, ...]:
+    """An output's per-item shape as Ducho saves it, without the leading 1. Its torch backend
+    squeezes size-1 axes (a pooled `(2048, 1, 1)` is `(2048,)`, a feature map `(2048, 7, 7)`
+    stays whole); its transformers backend keeps the shape the model returns."""
+    return (tuple(d for d in shape if d != 1) or (1,)) if squeeze else shape
+
+
+def item_shapes(tower: Tower) -> dict[str, tuple[int, ...]]:
+    """The outputs of an image tower that are more than a vector per item (feature maps,
+    token sequences), by name, with Ducho's per-item shape: the graph flattens every output,
+    and Ducho's layout puts the shape back. One forward pass at batch 1."""
+    module = tower.module
+    if not isinstance(module, ImageTower) or tower.preprocess is None:
+        return {}
+    try:
+        height, width = tower.preprocess.input_size
+    except ValueError:  # no fixed input size: outputs are vectors per item (pooled)
+        return {}
+    pixels = torch.randint(0, 256, (1, height, width, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        outputs = module.compute(module.body, module.normalize(pixels))
+    shapes = {
+        name: ducho_item_shape(tuple(out.shape[1:]), tower.squeeze_outputs)
+        for name, out in zip(tower.output_names, outputs, strict=True)
+    }
+    return {name: shape for name, shape in shapes.items() if len(shape) > 1}
 
 
 class TextTower(nn.Module):

@@ -31,6 +31,15 @@ class LayerOutput:
     name: str
     folders: Mapping[str, Path] = field(default_factory=dict)  # sink name -> folder
     fp16: bool = False  # compact storage as float16 (--fp16-storage)
+    # Ducho's per-item shape of an output that is more than a vector (a feature map's
+    # (C, H, W)); the engine keeps rows flat, sinks get `(N, *item_shape)`.
+    item_shape: tuple[int, ...] | None = None
+
+    def per_item(self, rows: np.ndarray) -> np.ndarray:
+        """Flat rows `(N, D)` as the sinks get them: `(N, *item_shape)` for a feature map."""
+        if self.item_shape is None:
+            return rows
+        return np.asarray(rows).reshape(len(rows), *self.item_shape)
 
 
 class Sink(Protocol):
@@ -38,7 +47,8 @@ class Sink(Protocol):
     layout: Layout
 
     def write_shard(self, folder: Path, ids: Sequence[str], features: np.ndarray) -> None:
-        """Write one committed shard's rows (float32), before the shard's marker."""
+        """Write one committed shard's rows (float32; `(N, D)`, or `(N, C, H, W)` for a
+        feature map: see `LayerOutput.per_item`), before the shard's marker."""
         ...
 
     def finalize(

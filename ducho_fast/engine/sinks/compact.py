@@ -1,4 +1,5 @@
-"""The compact layout: `features.npy` (N, D), `ids.txt` and `manifest.json` per output."""
+"""The compact layout: `features.npy` (N, D), `ids.txt` and `manifest.json` per output.
+A feature map is flattened to D = C*H*W (row-major); its shape is in Ducho's layout."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class CompactSink:
         self, folder: Path, ids: Sequence[str], read_shards: ReadShards, manifest: dict, fp16: bool
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = list(read_shards())
+        arrays = [a.reshape(len(a), -1) for a in read_shards()]  # a feature map, flattened
         count = sum(a.shape[0] for a in arrays)
         dim = arrays[0].shape[1] if arrays else 0
         dtype = np.float16 if fp16 else np.float32

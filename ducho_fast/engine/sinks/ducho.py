@@ -1,4 +1,5 @@
-"""Ducho's layout: one float32 `(1, D)` `.npy` per item, written as each shard commits."""
+"""Ducho's layout: one float32 `(1, D)` `.npy` per item (a feature map `(1, C, H, W)`, as
+Ducho saves it), written as each shard commits."""
 
 from __future__ import annotations
 
