@@ -17,6 +17,7 @@ from ducho_fast.config import DuchoConfig, blocks, load_config, parse_config, re
 from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.preflight import check_folders
 from ducho_fast.core.records import Listing
 from ducho_fast.ducho_plan import checked_plan
 from ducho_fast.engine.autotune import planned_choice
@@ -25,7 +26,7 @@ from ducho_fast.engine.sources import list_images, list_texts
 from ducho_fast.engine.state import STATE_HOME
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.plan import ExtractPlan, ModelTask, PassTask, output_tag
-from ducho_fast.runner import PassResult, extract_plan
+from ducho_fast.runner import PassResult, extract_plan, written_folders
 from ducho_fast.runtime.table import RuntimeChoice
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
 def run_logged(plan: ExtractPlan, options: RunOptions, title: str) -> list[PassResult]:
     """Run the plan with its log appended to `run.log` beside failures.tsv."""
     logs.console()
+    check_folders(written_folders(plan))  # before the log file makes any folder
     folder = plan.passes[0].failures_path.parent if plan.passes else None
     if folder is None:
         return extract_plan(plan, progress=options.progress)

@@ -447,6 +447,11 @@ def checked_plan(config: DuchoConfig, config_dir: Path) -> ExtractPlan:
     folders (`build_plan`), then every block's models (`check_models`)."""
     planner = DuchoPlanner(config, config_dir)
     plan = plan_from(planner)
+    if not plan.passes:
+        raise ConfigError(
+            "the config has no visual, textual or visual_textual block with items or "
+            "interactions: nothing to extract"
+        )
     check_models(planner)
     return plan
 

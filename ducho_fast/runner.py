@@ -390,16 +390,7 @@ def run_plan(plan: ExtractPlan, progress: bool) -> list[PassResult]:
     total_failed = sum(len(r.failures) for r in results)
     where = ", ".join(str(path) for path in by_file)
     if results and total_ok == 0:
-        empty = [
-            task.name
-            for task, r in zip(plan.passes, results, strict=True)
-            if r.metrics.get("no_items")
-        ]
-        what = (
-            f"no items found for {', '.join(empty)} (an empty folder or table?)"
-            if empty
-            else f"all {total_failed} items failed"
-        )
+        what = f"all {total_failed} items failed"  # an input with no items stopped earlier
         raise ExtractionError(
             f"nothing was extracted: {what}; check the inputs (reasons per item in {where})"
         )

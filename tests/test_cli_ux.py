@@ -52,8 +52,8 @@ def test_empty_image_folder_is_one_line_before_any_model_opens(tmp_path, tiny_cl
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
     result = invoke("extract", "--model", tiny_clip, "--images", tmp_path / "empty", "-o", out)
-    assert_one_error_line(result, 1, "nothing was extracted: no items found", "failures.tsv")
-    assert not (out / tiny_clip.name).exists()  # no model opened, nothing written for it
+    assert_one_error_line(result, 1, "has no items (an empty folder", "nothing was run")
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix in {".npy", ".json"}]
 
 
 def test_nested_image_folder_is_one_line_and_the_subfolder_recorded(tmp_path, tiny_clip, photos):
@@ -154,8 +154,13 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
 
 def test_library_errors_keep_one_line_and_debug_raises(tmp_path):
     bad = tmp_path / "config.yml"
-    bad.write_text("dataset_path: .\nbogus: 1\n")
-    line = assert_one_error_line(invoke("extract", "--config", bad), 1, "unknown key 'bogus'")
+    bad.write_text(
+        f"dataset_path: {tmp_path}\ntextual:\n  items:\n    input_path: a.tsv\n"
+        "    model:\n      - model_name: m\n"
+    )
+    line = assert_one_error_line(
+        invoke("extract", "--config", bad), 1, "missing required key 'textual.items.output_path'"
+    )
     assert "\n" not in line
     assert isinstance(invoke("--debug", "extract", "--config", bad).exception, ConfigError)
 
