@@ -477,3 +477,35 @@ def test_extraction_error_is_raised_for_an_empty_folder_by_the_api(tiny_clip, tm
     (tmp_path / "images").mkdir()
     with pytest.raises(ExtractionError, match="has no items"):
         run_images(tiny_clip, tmp_path / "images", tmp_path / "out")
+
+
+def test_forked_workers_do_not_hold_a_killed_runs_lock(tmp_path):
+    """A decode worker forked by the run inherits the lock's descriptor; when the run is
+    SIGKILLed, the worker must not keep the folder locked while it lingers."""
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from ducho_fast.core.locks import folder_lock\n"
+        f"with folder_lock(Path({str(tmp_path / 'out')!r})):\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60); os._exit(0)\n"  # a worker outliving its parent for a while
+        "    print('held', flush=True); sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()
+        holder.wait()
+        from ducho_fast.core.locks import folder_lock
+
+        with folder_lock(tmp_path / "out"):  # the lingering child does not block it
+            pass
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)

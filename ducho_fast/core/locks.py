@@ -21,6 +21,22 @@ try:
 except ImportError:  # not POSIX: runs are not locked
     fcntl = None  # type: ignore[assignment]
 
+_held: set[int] = set()  # this process's lock descriptors
+
+
+def _drop_inherited() -> None:
+    """A forked child (a decode worker) shares the parent's lock; it would keep a killed
+    run's folders locked until it noticed and exited. Closing (never unlocking: that would
+    release the parent's lock too) its copies leaves the lock to the run alone."""
+    for handle in list(_held):
+        with contextlib.suppress(OSError):
+            os.close(handle)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited)
+
 
 @contextlib.contextmanager
 def folder_locks(folders: Iterable[Path]) -> Iterator[None]:
@@ -40,11 +56,13 @@ def folder_lock(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     handle = acquire(path)
+    _held.add(handle)
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)  # before unlocking: a waiter holding this inode re-checks it
+        _held.discard(handle)
         os.close(handle)
 
 
