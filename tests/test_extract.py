@@ -206,6 +206,7 @@ def test_sentence_transformer_features_equal_encode(hm_run, hm_dataset, minilm_d
         ids, features = load_compact(folder)
         expected = SentenceTransformer(str(model_dir), device="cpu").encode([texts[i] for i in ids])
         assert row_cosines(expected, features).min() >= 0.9999
+        assert np.abs(expected - features).max() <= 1e-4  # Ducho's values: encode() as Ducho
 
 
 def test_vision_backbone_equals_eager(hm_run, hm_dataset, tiny_vit):
@@ -227,6 +228,8 @@ def test_vision_backbone_equals_eager(hm_run, hm_dataset, tiny_vit):
     with torch.no_grad():
         expected = model(**processor(images=images, return_tensors="pt")).pooler_output.numpy()
     assert row_cosines(expected, features[:20]).min() >= 0.9999
+    scale = max(1.0, float(np.abs(expected).max()))  # the export gate's max-abs rule
+    assert np.abs(expected - features[:20]).max() <= 1e-4 * scale
 
 
 def test_rerun_resumes_without_redoing(hm_run, hm_dataset):
