@@ -14,6 +14,7 @@ import json
 import resource
 import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -89,9 +90,16 @@ def run_ducho_fast(spec: dict) -> dict:
     return result.metrics
 
 
+def spec_items(spec: dict):
+    """The items a job's spec names (the bench's own listing of its data set)."""
+    from ducho_fast.bench.config import bench_items
+
+    keys = ("kind", "images", "texts", "id_column", "text_column")
+    return bench_items(*(spec[k] for k in keys), spec.get("limit"))
+
+
 def run_reference(spec: dict) -> dict:
     from ducho_fast.bench.baseline import BaselineJob, run_baseline
-    from ducho_fast.bench.config import bench_items
 
     job = BaselineJob(
         model=spec["model"],
@@ -102,14 +110,7 @@ def run_reference(spec: dict) -> dict:
         weights=spec["weights"],
         flavour=spec["mode"],
     )
-    items = bench_items(
-        spec["kind"],
-        spec["images"],
-        spec["texts"],
-        spec["id_column"],
-        spec["text_column"],
-        spec.get("limit"),
-    )
+    items = spec_items(spec)
     return run_baseline(job, items)
 
 
@@ -117,19 +118,11 @@ def run_peer(spec: dict) -> dict:
     """A peer as its user would script it: read, encode, save features.npy + ids.txt."""
     import numpy as np
 
-    from ducho_fast.bench.config import bench_items
     from ducho_fast.bench.peers import PEERS
     from ducho_fast.core.metrics import StageTimer
 
     timer = StageTimer()
-    items = bench_items(
-        spec["kind"],
-        spec["images"],
-        spec["texts"],
-        spec["id_column"],
-        spec["text_column"],
-        spec.get("limit"),
-    )
+    items = spec_items(spec)
     model = PEERS.lookup(spec["peer"]).open(spec["model"], spec["batch_size"], Path(spec["work"]))
     if spec["kind"] == "text":
         ids, rows = peer_texts(model, items, timer)
@@ -170,22 +163,16 @@ def peer_images(model, items, spec: dict, timer) -> tuple[list[str], object]:
         Images(), batch_size=spec["batch_size"], num_workers=spec["workers"]
     )
     ids, parts = [], []
-    waited = time_now()
+    waited = time.perf_counter()
     for indices, pixels in loader:
-        timer.add("wait_for_input", time_now() - waited)
+        timer.add("wait_for_input", time.perf_counter() - waited)
         timer.mark_first_input()
         with timer.stage("inference"):
             parts.append(model.infer_batch(pixels))
         timer.count(len(indices))
         ids += [items[i].item_id for i in indices.tolist()]
-        waited = time_now()
+        waited = time.perf_counter()
     return ids, np.concatenate(parts)
-
-
-def time_now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 def main() -> None:
