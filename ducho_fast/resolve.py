@@ -48,7 +48,7 @@ def open_model(
     for validating (and calibrating static int8 in) an export made on the fly."""
     if not choice.spec.needs_artifact:
         return open_eager(ref, kind, choice, index)
-    return open_artifact(artifact_for(ref, choice, sample), kind, choice, index, sample)
+    return open_artifact(artifact_for(ref, choice, sample, kind), kind, choice, index, sample)
 
 
 def eager_tower(tower: Tower) -> EagerTower:
@@ -202,7 +202,7 @@ def peek_artifact(
     checking hashes or opening a session, so work can start while the model loads; else None."""
     if not choice.spec.needs_artifact:
         return None
-    folder = artifact_folder(ref, choice)
+    folder = artifact_folder(ref, choice, kind)
     if not (folder / MANIFEST_NAME).is_file():
         return None
     try:
@@ -219,7 +219,7 @@ def peek_feed(ref: ModelRef, choice: RuntimeChoice, kind: str, index: int) -> Fe
     if found is None or found[1].preprocess is None:
         return None
     try:
-        return artifact_feed(artifact_folder(ref, choice), *found, index)
+        return artifact_feed(artifact_folder(ref, choice, kind), *found, index)
     except DuchoFastError:
         return None
 
@@ -255,20 +255,34 @@ def is_artifact(source: str) -> bool:
     return (Path(source) / MANIFEST_NAME).is_file()
 
 
-def artifact_folder(ref: ModelRef, choice: RuntimeChoice) -> Path:
-    """Where the artifact for `ref` is: the source itself, or its place in the export cache."""
+def artifact_folder(ref: ModelRef, choice: RuntimeChoice, kind: str | None = None) -> Path:
+    """Where the artifact for `ref` (run as `kind`) is: the source itself, or its place in the
+    export cache."""
     if is_artifact(ref.source):
         return Path(ref.source)
     precision = choice.spec.artifact_precision(choice.precision)
-    options = choice.spec.export_settings(choice.precision)
+    options = dict(choice.spec.export_settings(choice.precision))
+    towers = export_towers(options, kind)
+    if towers:
+        options["towers"] = ",".join(towers)
     return choice.cache / "artifacts" / cache_key(ref, precision, options)
 
 
-def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE) -> Path:
+def export_towers(options: Mapping[str, str], kind: str | None) -> tuple[str, ...]:
+    """The towers an on-the-fly export holds; () for all. Calibrated int8 is fitted on the
+    run's own items, all of one modality, so its export holds the run's tower alone: a dual
+    encoder's other tower has nothing to calibrate on, and gets its own export when a run of
+    its modality needs it."""
+    return (kind,) if kind and options.get("int8_mode") in CALIBRATED_MODES else ()
+
+
+def artifact_for(
+    ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPLE, kind: str | None = None
+) -> Path:
     """The artifact to run: the source itself, or a cached export keyed by fingerprint."""
     if is_artifact(ref.source):
         return Path(ref.source)  # opening it checks its precision (open_artifact)
-    folder = artifact_folder(ref, choice)
+    folder = artifact_folder(ref, choice, kind)
     if (folder / MANIFEST_NAME).is_file():
         return folder
     from ducho_fast.exporter.api import ExportConfig, export  # imports torch: only when exporting
@@ -281,7 +295,10 @@ def artifact_for(ref: ModelRef, choice: RuntimeChoice, sample: Sample = NO_SAMPL
             f"{choice.runtime} int8 calibrates int8 on your items, and none were given: "
             f"export it with --int8-mode {mode} --sample-images/--sample-texts, or extract"
         )
-    config = ExportConfig(replace(ref, task="auto"), folder, precision, sample=sample, **options)  # type: ignore[arg-type]
+    towers = export_towers(options, kind)
+    config = ExportConfig(
+        replace(ref, task="auto"), folder, precision, sample=sample, towers=towers, **options
+    )  # type: ignore[arg-type]
     return export(config)
 
 

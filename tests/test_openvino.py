@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import pytest
 
 from ducho_fast import resolve
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
-from ducho_fast.core.errors import ConfigError, DuchoFastError, RuntimeUnavailableError
+from ducho_fast.core.errors import (
+    ConfigError,
+    DuchoFastError,
+    ExportValidationError,
+    RuntimeUnavailableError,
+)
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import open_model
@@ -151,3 +157,28 @@ def test_load_runs_what_was_asked_or_refuses(tiny_clip, jpeg_photos):
     assert row_cosines(fp32, on_openvino).min() >= 0.9999
     with pytest.raises(ConfigError, match="is fp32, but onnxruntime int8 runs a int8 artifact"):
         ducho_fast.load(folder, RuntimeChoice("onnxruntime", "int8")).encode_images(photos)
+
+
+def test_int8_of_a_dual_encoder_calibrates_each_tower_on_its_own_run(
+    tiny_clip, jpeg_photos, tmp_path, monkeypatch
+):
+    """A CLIP image run holds only images: its on-the-fly int8 export quantizes the image tower
+    alone, on those images, in a folder of its own. The text run then calibrates its text
+    tower on its texts (the tiny random text tower fails its gate, loudly, after calibrating:
+    before, it stopped at "needs a calibration sample")."""
+    monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
+    options = RunOptions(runtime="openvino", precision="int8", progress=False)
+    job = SingleModelJob(str(tiny_clip), tmp_path / "image", images=jpeg_photos, batch_size=3)
+    (result,) = extract_single(job, options)
+    assert result.succeeded == 6
+    folder = next((tmp_path / "image").rglob("features.npy")).parent
+    assert '"quantization": "nncf"' in (folder / "manifest.json").read_text()
+    (artifact,) = (tmp_path / "cache" / "artifacts").glob("*/manifest.json")
+    assert [g["name"] for g in json.loads(artifact.read_text())["graphs"]] == ["image"]
+
+    texts = tmp_path / "texts.tsv"
+    rows = "".join(f"{i}\ta photo of item {i}, red cotton\n" for i in range(12))
+    texts.write_text("id\ttext\n" + rows)
+    job = SingleModelJob(str(tiny_clip), tmp_path / "text", texts=texts, batch_size=3)
+    with pytest.raises(ExportValidationError, match=r"(?s)int8 \(nncf.*text/text_embeds"):
+        extract_single(job, options)

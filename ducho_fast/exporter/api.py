@@ -75,6 +75,7 @@ class ExportConfig:
     int8_mode: Int8Mode = "auto"
     sample: Sample = field(default_factory=Sample)
     tensorrt: bool = False
+    towers: tuple[str, ...] = ()  # the towers to export; () for every tower of the model
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))  # str or Path
@@ -113,7 +114,10 @@ def export(config: ExportConfig) -> Path:
     remove_dead_staging(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
     try:
-        graphs = [export_one(tower, staging, config, loaded.fingerprint) for tower in loaded.towers]
+        graphs = [
+            export_one(tower, staging, config, loaded.fingerprint)
+            for tower in chosen_towers(loaded.towers, config.towers, config.model.source)
+        ]
         tokenizer_dir = save_processor(loaded, staging)
         manifest = build_manifest(loaded, config, graphs, tokenizer_dir, staging)
         write_manifest(staging, manifest)
@@ -126,6 +130,16 @@ def export(config: ExportConfig) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s: %s", config.model.source, target)
     return target
+
+
+def chosen_towers(towers: Sequence[Tower], wanted: Sequence[str], source: str) -> list[Tower]:
+    if not wanted:
+        return list(towers)
+    missing = sorted(set(wanted) - {tower.name for tower in towers})
+    if missing:
+        names = ", ".join(tower.name for tower in towers)
+        raise ConfigError(f"{source} has no {' or '.join(missing)} tower (it has: {names})")
+    return [tower for tower in towers if tower.name in wanted]
 
 
 # `.<name>.staging-<host>-<pid>-<random>`: an export killed before its `finally` (SIGTERM,
