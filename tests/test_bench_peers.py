@@ -77,12 +77,42 @@ def test_peer_end_to_end_runs_on_the_tiled_catalogue(peers_run):
         assert e2e["onnxruntime:fp32"]["fastest_peer"] == f"peer {peer}"
 
 
-def figures(**classes: tuple[float, float]) -> dict[str, dict]:
+def figures(arithmetic: str = "fp32", **classes: tuple[float, float]) -> dict[str, dict]:
     return {
-        name: {"min_cosine": cos, "class": cls, "in_memory_items_per_s": rate}
+        name: {
+            "min_cosine": cos,
+            "class": cls,
+            "in_memory_items_per_s": rate,
+            "arithmetic": arithmetic,
+        }
         for name, (cos, rate) in classes.items()
         for cls in ["exact" if cos >= 0.9999 else "gated" if cos >= 0.99 else "below gate"]
     }
+
+
+def test_fp32_is_also_measured_against_peers_computing_in_fp32():
+    """A bf16 peer at cosine 0.99998 is in the exact class; fp32 variants get a second ratio
+    against the fastest peer that really computes in fp32."""
+    table = figures(ours_fp32=(1.0, 200.0)) | figures("bf16", ours_bf16=(0.99995, 350.0))
+    table |= figures("bf16", ov_default=(0.99998, 300.0)) | figures(ov_f32=(1.0, 160.0))
+    add_peer_ratios(table, ["ov_default", "ov_f32"], "text")
+    assert table["ours_fp32"]["fastest_peer"] == "ov_default"
+    assert table["ours_fp32"]["fastest_fp32_peer"] == "ov_f32"
+    assert table["ours_fp32"]["ratio_to_fastest_fp32_peer"] == pytest.approx(1.25)
+    assert "fastest_fp32_peer" not in table["ours_bf16"]
+
+
+def test_openvino_peer_reports_the_precision_it_really_runs(tiny_st, tmp_path):
+    """sentence-transformers' OpenVINO backend computes in bf16 by default wherever the CPU
+    has native bf16; the report must say so instead of calling it fp32."""
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("optimum.intel", reason="pip install 'ducho-fast[peers]'")
+    from ducho_fast.bench.peers import PEERS
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    default = PEERS.lookup("st-openvino").open(str(tiny_st), 4, tmp_path)
+    assert default.arithmetic == ("bf16" if native else "fp32")
+    assert PEERS.lookup("st-openvino-fp32").open(str(tiny_st), 4, tmp_path).arithmetic == "fp32"
 
 
 def test_ratios_only_against_peers_at_least_as_faithful():

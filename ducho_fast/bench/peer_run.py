@@ -7,7 +7,9 @@ set's texts, or its images decoded once into memory. Two figures each:
 - **in memory**: `prepare` + `infer`, from texts or decoded images to features (tokenisation and
   resizing included on every side): the fair level for text.
 Ratios compare each ducho-fast variant with the fastest peer of at least its fidelity class
-(exact: min cosine >= 0.9999 to fp32 eager; gated: >= 0.99), at the level fair for the kind.
+(exact: min cosine >= 0.9999 to fp32 eager; gated: >= 0.99), at the level fair for the kind;
+fp32 variants also with the fastest peer that computes in fp32 too (a bf16 run can reach
+0.9999, so the fidelity class alone would pit fp32 against bf16).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def payloads(kind: str, items: Sequence[Item]) -> list[Any]:
     return decoded
 
 
-def ducho_contender(opened: OpenModel, batch_size: int) -> PeerModel:
+def ducho_contender(opened: OpenModel, batch_size: int, arithmetic: str = "fp32") -> PeerModel:
     """A ducho-fast variant in a peer's shape: the modality's in-memory batcher + session."""
     name = opened.output_names[0]
 
@@ -59,7 +61,12 @@ def ducho_contender(opened: OpenModel, batch_size: int) -> PeerModel:
                 rows[int(position)] = row.reshape(-1)
         return np.stack([rows[i] for i in range(len(rows))]).astype(np.float32)
 
-    return PeerModel(prepare=prepare, infer=infer)
+    return PeerModel(prepare=prepare, infer=infer, arithmetic=arithmetic)
+
+
+def variant_arithmetic(variant: str) -> str:
+    """`runtime:precision` -> the precision it computes in (fp32, bf16, fp16, int8)."""
+    return variant.split(":")[-1]
 
 
 def open_peers(
@@ -99,6 +106,7 @@ def measure(
             "min_cosine": float(cosines.min()),
             "mean_cosine": float(cosines.mean()),
             "class": fidelity_class(float(cosines.min())),
+            "arithmetic": model.arithmetic,
         }
     pure: dict[str, list[float]] = {n: [] for n in contenders}
     whole: dict[str, list[float]] = {n: [] for n in contenders}
@@ -118,13 +126,20 @@ def measure(
     return figures
 
 
-def fastest_peer(figures: dict[str, dict], peers: Sequence[str], floor: float, level: str):
-    eligible = [p for p in peers if figures[p]["min_cosine"] >= floor]
+def fastest_peer(
+    figures: dict[str, dict], peers: Sequence[str], floor: float, level: str, fp32: bool = False
+):
+    eligible = [
+        p
+        for p in peers
+        if figures[p]["min_cosine"] >= floor and (not fp32 or figures[p]["arithmetic"] == "fp32")
+    ]
     return max(eligible, key=lambda p: figures[p][level], default=None)
 
 
 def add_peer_ratios(figures: dict[str, dict], peers: Sequence[str], kind: str) -> None:
-    """Each ducho-fast variant over the fastest peer at least as faithful as its class."""
+    """Each ducho-fast variant over the fastest peer at least as faithful as its class, and
+    fp32 variants over the fastest exact peer computing in fp32 too."""
     level = FAIR_LEVEL[kind]
     for name, fig in figures.items():
         if name in peers or fig["class"] == "below gate":
@@ -134,6 +149,10 @@ def add_peer_ratios(figures: dict[str, dict], peers: Sequence[str], kind: str) -
         if best is not None:
             fig["fastest_peer"] = best
             fig["ratio_to_fastest_peer"] = fig[level] / figures[best][level]
+        best_fp32 = fastest_peer(figures, peers, EXACT, level, fp32=True)
+        if fig["arithmetic"] == "fp32" and best_fp32 is not None:
+            fig["fastest_fp32_peer"] = best_fp32
+            fig["ratio_to_fastest_fp32_peer"] = fig[level] / figures[best_fp32][level]
 
 
 def compare_with_peers(
@@ -152,7 +171,10 @@ def compare_with_peers(
         raise DuchoFastError(f"no {kind} of the data set could be read for the peers run")
     peers, skipped = open_peers(config.model, kind, config.peers, batch_size, work, log)
     contenders = {
-        **{f"ducho-fast {n}": ducho_contender(m, batch_size) for n, m in opened.items()},
+        **{
+            f"ducho-fast {n}": ducho_contender(m, batch_size, variant_arithmetic(n))
+            for n, m in opened.items()
+        },
         **peers,
     }
     reference_rows = ducho_contender(reference, batch_size)

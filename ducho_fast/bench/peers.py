@@ -38,6 +38,9 @@ class PeerModel:
     preprocess: Callable[[Any], Any] | None = None  # one decoded image -> one input (images)
     infer_batch: Callable[[Any], np.ndarray] | None = None  # one collated batch (images)
     note: str = ""
+    # The arithmetic the peer really runs (fp32, bf16, int8): a peer's default may be reduced
+    # precision without saying so (OpenVINO runs bf16 by default on CPUs with native bf16).
+    arithmetic: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,14 @@ def st_copy(model: str, folder: Path) -> Path:
     return folder
 
 
-def st_model(model: str, batch_size: int, folder: Path, backend: str, **kwargs: Any) -> PeerModel:
+def st_model(
+    model: str,
+    batch_size: int,
+    folder: Path,
+    backend: str,
+    arithmetic: str = "fp32",
+    **kwargs: Any,
+) -> PeerModel:
     from sentence_transformers import SentenceTransformer
 
     encoder = SentenceTransformer(str(folder), device="cpu", backend=backend, **kwargs)
@@ -98,7 +108,21 @@ def st_model(model: str, batch_size: int, folder: Path, backend: str, **kwargs: 
         rows = encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True)
         return rows.float().numpy()
 
-    return PeerModel(prepare=lambda texts: [list(texts)], infer=infer, note=backend)
+    if backend == "openvino":
+        network = encoder[0].auto_model
+        if network.request is None:  # optimum compiles on first use
+            network.compile()
+        arithmetic = openvino_arithmetic(network.request)
+    return PeerModel(
+        prepare=lambda texts: [list(texts)], infer=infer, note=backend, arithmetic=arithmetic
+    )
+
+
+def openvino_arithmetic(compiled: Any) -> str:
+    """What OpenVINO really computes in: its CPU plugin picks bf16 by itself where the CPU has
+    native bf16 (AVX-512 BF16, AMX) unless told otherwise."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint, hint)
 
 
 def st_torch(model: str, batch_size: int, work: Path) -> PeerModel:
@@ -109,7 +133,7 @@ def st_torch_bf16(model: str, batch_size: int, work: Path) -> PeerModel:
     import torch
 
     kwargs = {"model_kwargs": {"torch_dtype": torch.bfloat16}}
-    return st_model(model, batch_size, Path(model), "torch", **kwargs)
+    return st_model(model, batch_size, Path(model), "torch", "bf16", **kwargs)
 
 
 def st_onnx(model: str, batch_size: int, work: Path) -> PeerModel:
@@ -127,7 +151,7 @@ def st_onnx_qint8(model: str, batch_size: int, work: Path) -> PeerModel:
         exporter = SentenceTransformer(str(folder), device="cpu", backend="onnx")
         export_dynamic_quantized_onnx_model(exporter, "avx512_vnni", str(folder))
     kwargs = {"model_kwargs": {"file_name": quantized}}
-    return st_model(model, batch_size, folder, "onnx", **kwargs)
+    return st_model(model, batch_size, folder, "onnx", "int8", **kwargs)
 
 
 def st_openvino(model: str, batch_size: int, work: Path, hint: str | None = None) -> PeerModel:
@@ -170,7 +194,18 @@ for _name, _summary, _open, _requires in (
         st_onnx_qint8,
         ("optimum",),
     ),
-    ("st-openvino", "sentence-transformers, OpenVINO backend, default hints", st_openvino, ()),
+    (
+        "st-openvino",
+        "sentence-transformers, OpenVINO backend, default hints (bf16 where the CPU has it)",
+        st_openvino,
+        (),
+    ),
+    (
+        "st-openvino-fp32",
+        "sentence-transformers, OpenVINO backend, f32 precision hint",
+        lambda m, b, w: st_openvino(m, b, w, "f32"),
+        (),
+    ),
     (
         "st-openvino-bf16",
         "sentence-transformers, OpenVINO backend, bf16 precision hint",
@@ -262,6 +297,7 @@ def torch_script(model: str, batch_size: int, work: Path, bf16: bool = False) ->
         infer=lambda batches: np.concatenate([infer_batch(b) for b in batches]),
         preprocess=preprocess,
         infer_batch=infer_batch,
+        arithmetic="bf16" if bf16 else "fp32",
     )
 
 
@@ -317,7 +353,9 @@ def torch_text_script(model: str, batch_size: int, work: Path, bf16: bool = Fals
                 parts.append(network.get_text_features(**tokens).float().numpy())
         return np.concatenate(parts)
 
-    return PeerModel(prepare=lambda texts: [list(texts)], infer=infer)
+    return PeerModel(
+        prepare=lambda texts: [list(texts)], infer=infer, arithmetic="bf16" if bf16 else "fp32"
+    )
 
 
 PEERS.register(

@@ -125,6 +125,17 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
             + ", ".join(peer_ratios)
             + "."
         )
+    fp32_ratios = [
+        f"{name} {fmt(fig['ratio_to_fastest_fp32_peer'], 2)}x ({fig['fastest_fp32_peer']})"
+        for name, fig in e2e.items()
+        if "ratio_to_fastest_fp32_peer" in fig
+    ]
+    if fp32_ratios:
+        lines.append(
+            "\nfp32 end to end (command) against the fastest peer computing in fp32: "
+            + ", ".join(fp32_ratios)
+            + "."
+        )
     for name, reason in data["skipped"].items():
         lines.append(f"\nSkipped {name}: {reason}")
     if "peers" in data:
@@ -134,11 +145,13 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
 
 PEER_COLUMNS = (
     "contender",
+    "computes in",
     "fidelity class",
     "min cos vs eager fp32",
     "pure items/s",
     "in-memory items/s",
     "x fastest peer (equal fidelity)",
+    "x fastest fp32 peer",
 )
 
 
@@ -156,13 +169,20 @@ def peers_table(kind: str, peers: dict[str, Any]) -> list[str]:
             if "ratio_to_fastest_peer" in fig
             else "-"
         )
+        versus_fp32 = (
+            f"{fmt(fig['ratio_to_fastest_fp32_peer'], 2)}x ({fig['fastest_fp32_peer']})"
+            if "ratio_to_fastest_fp32_peer" in fig
+            else "-"
+        )
         cells = [
             name,
+            fig.get("arithmetic", "-"),
             fig["class"],
             fmt(fig["min_cosine"], 5),
             fmt(fig["items_per_s"]),
             fmt(fig["in_memory_items_per_s"]),
             versus,
+            versus_fp32,
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"\nPeer skipped: {name}: {why}" for name, why in peers["skipped"].items()]

@@ -307,27 +307,40 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
                 other: ratio(fig["command_items_per_s"], e2e[other]["command_items_per_s"])
                 for other in others
             }
-    add_e2e_peer_ratios(e2e)
+    contenders = result.get("peers", {}).get("contenders", {})
+    add_e2e_peer_ratios(
+        e2e, {f"peer {n}": f.get("arithmetic", "fp32") for n, f in contenders.items()}
+    )
 
 
-def add_e2e_peer_ratios(e2e: dict[str, Any]) -> None:
+def add_e2e_peer_ratios(e2e: dict[str, Any], peer_arithmetic: dict[str, str]) -> None:
     """Each ducho-fast command over the fastest peer command of at least its fidelity class
-    (cosine to ducho-fast's first fp32 job's files)."""
+    (cosine to ducho-fast's first fp32 job's files), and fp32 commands over the fastest exact
+    peer command computing in fp32 too."""
     peers = [n for n in e2e if n.startswith("peer ")]
 
     def worst(name: str) -> float:
         return e2e[name].get("cosine_to_fp32", {}).get("min_cosine", -1.0)
 
+    def fastest(eligible: list[str]) -> str | None:
+        return max(eligible, key=lambda p: e2e[p]["command_items_per_s"], default=None)
+
     for name, fig in e2e.items():
         if name in peers or name.startswith("baseline") or worst(name) < GATED:
             continue
         floor = EXACT if worst(name) >= EXACT else GATED
-        eligible = [p for p in peers if worst(p) >= floor]
-        best = max(eligible, key=lambda p: e2e[p]["command_items_per_s"], default=None)
+        best = fastest([p for p in peers if worst(p) >= floor])
         if best is not None:
             fig["fastest_peer"] = best
             fig["ratio_to_fastest_peer"] = ratio(
                 fig["command_items_per_s"], e2e[best]["command_items_per_s"]
+            )
+        fp32_peers = [p for p in peers if worst(p) >= EXACT and peer_arithmetic.get(p) == "fp32"]
+        best_fp32 = fastest(fp32_peers)
+        if name.split("+")[0].endswith(":fp32") and best_fp32 is not None:
+            fig["fastest_fp32_peer"] = best_fp32
+            fig["ratio_to_fastest_fp32_peer"] = ratio(
+                fig["command_items_per_s"], e2e[best_fp32]["command_items_per_s"]
             )
 
 
