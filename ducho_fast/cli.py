@@ -523,6 +523,9 @@ def refuse_single_flags(ctx: click.Context) -> None:
     "--catalogue", type=click.IntRange(min=1), help="End to end on the data tiled to N items."
 )
 @click.option(
+    "--trust-pickle", is_flag=True, help="The model is a pickled module you trust (runs its code)."
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=Path("benchmarks/results/local"),
@@ -532,7 +535,7 @@ def refuse_single_flags(ctx: click.Context) -> None:
 def bench_command(
     model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
     workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
-    output,
+    trust_pickle, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from ducho_fast.bench import BenchConfig, run_bench
@@ -557,6 +560,7 @@ def bench_command(
         label=label,
         peers=None if peers is None else tuple(p for p in peers.split(",") if p != "all"),
         catalogue=catalogue,
+        trust_pickle=trust_pickle,
     )
     run_bench(config, log=click.echo)
     click.echo(f"wrote {output}/{config.name}.json, .md and .png")

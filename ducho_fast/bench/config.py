@@ -72,6 +72,7 @@ class BenchConfig:
     # the end-to-end jobs to run (variant names like `openvino:bf16`, `+jpeg-draft` forms,
     # `peer NAME`, `baseline`); None: every one. Catalogue-sized runs take minutes per job.
     end_to_end_jobs: tuple[str, ...] | None = None
+    trust_pickle: bool = False  # the model is a pickled torch module the user trusts
 
     @property
     def with_peers(self) -> bool:

@@ -235,6 +235,8 @@ def image_forward(model: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any
     as a user's script would call them."""
     if is_torchvision(model):
         return torchvision_forward(model)
+    if is_pickle(model):
+        return pickle_forward(model)
     from transformers import AutoImageProcessor, AutoModel
 
     processor = AutoImageProcessor.from_pretrained(model)
@@ -252,28 +254,39 @@ def torchvision_forward(model: str) -> tuple[Callable[[Any], Any], Callable[[Any
     """Ducho's preprocessing for torchvision models (bicubic resize, ImageNet normalisation,
     which ducho-fast reproduces) and the pooled features, the classifier dropped."""
     import torch
-    from torchvision import transforms
 
-    from ducho_fast.models.spec import ModelRef
-    from ducho_fast.models.torchvision_models import (
-        ducho_image_spec,
-        seeded_random_model,
-        torchvision_name,
-    )
+    from ducho_fast.models.torchvision_models import seeded_random_model, torchvision_name
 
     name = torchvision_name(model)
     assert name is not None
     network = seeded_random_model(name)  # no hub here; the weights of ducho-fast's `none`
     network.fc = torch.nn.Identity()
+    return ducho_transforms(model), network.eval()
+
+
+def pickle_forward(model: str) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """A pickled module (the user's own architecture) as their script would run it."""
+    import torch
+
+    network = torch.load(model, map_location="cpu", weights_only=False)
+    return ducho_transforms(model), network.eval()
+
+
+def ducho_transforms(model: str) -> Callable[[Any], Any]:
+    """Ducho's torchvision preprocessing: bicubic resize to the size, ImageNet normalisation."""
+    from torchvision import transforms
+
+    from ducho_fast.models.spec import ModelRef
+    from ducho_fast.models.torchvision_models import ducho_image_spec
+
     spec = ducho_image_spec(ModelRef(model))
-    preprocess = transforms.Compose(
+    return transforms.Compose(
         [
             transforms.Resize(spec.resize, interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.ToTensor(),
             transforms.Normalize(spec.mean, spec.std),
         ]
     )
-    return preprocess, network.eval()
 
 
 def torch_script(model: str, batch_size: int, work: Path, bf16: bool = False) -> PeerModel:
@@ -301,8 +314,14 @@ def torch_script(model: str, batch_size: int, work: Path, bf16: bool = False) ->
     )
 
 
+def is_pickle(model: str) -> bool:
+    from ducho_fast.models.torchvision_models import PICKLE_SUFFIXES
+
+    return Path(model).is_file() and Path(model).suffix in PICKLE_SUFFIXES
+
+
 def fits_image(model: str) -> bool:
-    return is_hf_image_model(model) or is_torchvision(model)
+    return is_hf_image_model(model) or is_torchvision(model) or is_pickle(model)
 
 
 PEERS.register(

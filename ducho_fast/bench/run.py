@@ -47,12 +47,21 @@ def unavailable(variant: Variant) -> str | None:
     return None
 
 
+def bench_ref(config: BenchConfig, kind: str) -> ModelRef:
+    return ModelRef(
+        config.model,
+        task=kind,  # type: ignore[arg-type]
+        weights=config.weights,
+        trust_pickle=config.trust_pickle,
+    )
+
+
 def open_variants(
     config: BenchConfig, kind: str, cache: Path, log: Log, items: Sequence[Item] = ()
 ) -> tuple[dict[str, OpenModel], dict[str, str]]:
     """Every variant this machine can open; exports made here validate (and calibrate static
     int8) on a spread of the benchmark's items, as an extraction's exports do."""
-    ref = ModelRef(config.model, task=kind, weights=config.weights)  # type: ignore[arg-type]
+    ref = bench_ref(config, kind)
     sample = modality(kind).export_sample(items)
     opened, skipped = {}, {}
     for variant in config.variants:
@@ -170,6 +179,7 @@ def end_to_end(
         "batch_size": config.batch_sizes[0],
         "workers": config.workers,
         "weights": config.weights,
+        "trust_pickle": config.trust_pickle,
         "limit": None if config.catalogue else config.limit,
     }
     jobs: dict[str, dict] = {}
@@ -353,7 +363,7 @@ def bench_kind(
     log(f"{config.name} {kind}: {len(items)} items")
     opened, skipped = open_variants(config, kind, cache, log, items)
     reference = opened.get("torch:fp32") or open_model(  # fp32 eager: the fidelity reference
-        ModelRef(config.model, task=kind, weights=config.weights),  # type: ignore[arg-type]
+        bench_ref(config, kind),
         kind,
         RuntimeChoice("torch", "fp32", cache_dir=cache),
     )

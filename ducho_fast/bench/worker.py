@@ -84,6 +84,7 @@ def run_ducho_fast(spec: dict) -> dict:
         output_format="compact",
         overwrite=True,
         jpeg_draft=spec.get("jpeg_draft", False),
+        trust_pickle=spec.get("trust_pickle", False),
         progress=False,
     )
     (result,) = extract_single(job, options)
