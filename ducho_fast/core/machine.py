@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
 
 
+@functools.cache
 def machine_key() -> str:
-    """CPU model name and core count (e.g. `AMD EPYC|2`)."""
-    cpu = platform.processor() or platform.machine()
+    """CPU model name and core count (e.g. `AMD EPYC|2`). Never `platform.processor()`: it runs
+    `uname -p` in a subprocess, whose pipe a decode worker forked at that moment inherits, and
+    the run then waits for that worker forever (seen: an OpenVINO run hung while opening)."""
+    cpu = platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next(

@@ -61,12 +61,18 @@ class _Workers:
         self.pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        """A pool whose workers are forked now, in the calling thread: left to the pool, they
+        fork at the first submit, from whichever thread submits, and a pipe another thread has
+        open at that moment (a subprocess's) stays open in the workers, so whoever waits for
+        its end waits forever."""
+        pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=worker_context(),
             initializer=_install,
             initargs=(self.dataset, os.getpid()),
         )
+        pool.submit(os.getpid).result()  # forks every worker (fork pools start them all)
+        return pool
 
     def submit(self, function: Callable, *args: Any) -> Future:
         return self.pool.submit(function, *args)
@@ -123,13 +129,21 @@ def decoded_batches(
     With `workers == 0` everything runs inline (the sequential reference). Otherwise at most
     `read_ahead` chunks are in flight; closing the generator cancels what is queued. With
     `died`, a worker's death costs at most the items that cause it (see `recovered`); without
-    it, a dead worker ends the run with BrokenProcessPool.
+    it, a dead worker ends the run with BrokenProcessPool. The workers start here, in the
+    caller's thread, not in the thread that later iterates (see `_Workers._start`).
     """
     if workers == 0:
-        for chunk in chunks:
-            yield collate([dataset[position] for position in chunk])
-        return
-    pool = _Workers(dataset, workers)
+        return (collate([dataset[position] for position in chunk]) for chunk in chunks)
+    return _pooled(_Workers(dataset, workers), chunks, collate, read_ahead, died)
+
+
+def _pooled(
+    pool: _Workers,
+    chunks: Iterable[Sequence[int]],
+    collate: Callable[[list], Any],
+    read_ahead: int,
+    died: Callable[[int], Any] | None,
+) -> Iterator[Any]:
     pending: deque[tuple[Sequence[int], Future]] = deque()
     remaining = iter(chunks)
     try:

@@ -156,7 +156,9 @@ def image_batches(
     options: PipelineOptions,
     timer: StageTimer,
 ) -> Iterator[Batch]:
-    """Batches of uint8 pixels, decoded by worker processes (or inline), in order."""
+    """Batches of uint8 pixels, decoded by worker processes (or inline), in order. Not a
+    generator itself: the decode workers start on this call, in the caller's thread (see
+    `core.pool`), not in the thread that later reads the batches."""
     plan = []
     for shard in shards:
         chunks = [
@@ -165,7 +167,7 @@ def image_batches(
         ]
         plan += [(shard.index, chunk, n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
     if not plan:
-        return
+        return iter(())
     workers = options.workers if options.pipelined else 0
     dataset = ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft)
     loader = decoded_batches(
@@ -176,9 +178,18 @@ def image_batches(
         read_ahead=max(workers, 1) * options.prefetch_batches,
         died=dataset.died,
     )
+    return planned_batches(plan, loader, max(workers, 1), timer)
+
+
+def planned_batches(
+    plan: Sequence[tuple[int, list[int], bool]],
+    loader: Iterator[Any],
+    workers: int,
+    timer: StageTimer,
+) -> Iterator[Batch]:
     for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
         for stage, seconds in timings.items():
-            timer.add(stage, seconds / max(workers, 1))
+            timer.add(stage, seconds / workers)
         yield Batch(shard, positions, inputs, failures, last)
 
 
