@@ -10,7 +10,7 @@ import click
 
 from ducho_fast.core import log
 from ducho_fast.core.errors import DuchoFastError
-from ducho_fast.engine.sinks import format_names
+from ducho_fast.engine.sinks import format_names, sinks_for
 from ducho_fast.runtime.table import EXPORT_PRECISIONS, all_precisions, runtime_names
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -74,6 +74,17 @@ def positive_ints(value: str, param: click.Parameter) -> tuple[int, ...]:
     if min(sizes) < 1:
         raise click.BadParameter(f"{value!r}: batch sizes must be at least 1")
     return sizes
+
+
+def output_formats(value: str | None) -> str | None:
+    """`--output-format`: one sink, several joined by commas, or `both`; else a usage error."""
+    if value is None:
+        return None
+    try:
+        sinks_for(value)
+    except DuchoFastError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def image_files(folder: Path | None) -> tuple[Path, ...]:
@@ -319,8 +330,9 @@ def pass_line(result) -> str:
 )
 @click.option(
     "--output-format",
-    type=click.Choice(format_names()),
-    help="Which sinks write the output (both: ducho and compact).",
+    callback=lambda ctx, param, value: output_formats(value),
+    help=f"Which sinks write the output: {', '.join(format_names())}, or several joined by "
+    "commas (both: ducho and compact).",
 )
 @click.option(
     "--shard-size", type=click.IntRange(min=1), help="Items per resumable shard (default 1024)."
