@@ -574,5 +574,73 @@ def bench_command(
     click.echo(f"wrote {output}/{config.name}.json, .md and .png")
 
 
+def shares(value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not train,valid,test shares") from None
+    if len(parts) != 3:
+        raise click.BadParameter(f"{value!r}: give three shares, e.g. 0.8,0.1,0.1")
+    return parts  # type: ignore[return-value]
+
+
+@main.command("handoff")
+@click.option(
+    "--features",
+    "features",
+    multiple=True,
+    required=True,
+    help="An output folder of a run, or NAME=DIR (names image, text, audio, ...); repeat it.",
+)
+@click.option("--interactions", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--user-column", required=True, help="The interactions' user id column.")
+@click.option("--item-column", required=True, help="The interactions' item id column.")
+@click.option("--time-column", help="A time column: splits per user in time order.")
+@click.option("--format", "format_", required=True, help="mmrec, elliot or cornac.")
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--split",
+    "split",
+    default="0.8,0.1,0.1",
+    show_default=True,
+    help="train,valid,test shares per user.",
+)
+@click.option("--seed", default=0, show_default=True, help="Shuffle seed without --time-column.")
+@click.option("--user-features", is_flag=True, help="Also write each user's mean item features.")
+@click.option(
+    "--half-life",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time-decay the user features (in the time column's units).",
+)
+@click.option("--strict", is_flag=True, help="Refuse items missing features or interactions.")
+def handoff_command(features, format_, split, user_features, **flags) -> None:
+    """Hand extraction outputs and interactions to MMRec, Elliot or Cornac."""
+    from ducho_fast.handoff import FeatureSource, HandoffOptions, handoff
+
+    options = HandoffOptions(
+        features=tuple(FeatureSource.parse(value) for value in features),
+        format=format_,
+        shares=shares(split),
+        users=user_features,
+        **flags,
+    )
+    report = handoff(options)
+    click.echo(
+        f"{report.format}: {report.users} users, {report.items} items, interactions "
+        + ", ".join(f"{n} {c}" for n, c in report.interactions.items())
+    )
+    if report.missing_items:
+        click.echo(
+            f"left out: {report.missing_items} items with interactions but no features "
+            f"({report.dropped_interactions} interactions), listed in missing-features.tsv"
+        )
+    if report.unused_items:
+        click.echo(
+            f"unused: {report.unused_items} items with features but no interactions, "
+            "listed in unused-features.tsv"
+        )
+    click.echo(f"wrote {report.folder}")
+
+
 if __name__ == "__main__":
     main()
