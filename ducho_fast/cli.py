@@ -642,5 +642,22 @@ def handoff_command(features, format_, split, user_features, **flags) -> None:
     click.echo(f"wrote {report.folder}")
 
 
+@main.command("inspect")
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--neighbours", default=3, show_default=True, help="Items to show neighbours of.")
+@click.option("--top", default=5, show_default=True, help="Neighbours per item.")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), help="Write a PNG map here.")
+@click.option("--table", type=click.Path(path_type=Path, exists=True), help="Item table (CSV/TSV).")
+@click.option("--id-column", default="id", show_default=True, help="The table's id column.")
+@click.option("--colour-column", help="The table's column that colours the map.")
+@click.option("--select", help="Which output (part of its folder) for neighbours and the map.")
+def inspect_command(folder: Path, **flags) -> None:
+    """What a run wrote: outputs, counts, failures, fingerprints, timings, neighbours, a map."""
+    from ducho_fast.outputs.inspect import InspectOptions, inspect_run, report
+
+    for line in report(inspect_run(folder, InspectOptions(**flags))):
+        click.echo(line)
+
+
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ducho_fast.core.errors import ConfigError, InputError
+from ducho_fast.outputs.read import delimiter_of
 
 TRAIN, VALID, TEST = 0, 1, 2  # MMRec's x_label values
 
@@ -28,17 +29,6 @@ class Interactions:
     users: tuple[str, ...]
     items: tuple[str, ...]
     times: np.ndarray | None  # float64, one per row
-
-
-def delimiter_of(path: Path, head: str) -> str:
-    if path.suffix in (".tsv", ".inter", ".tab"):
-        return "\t"
-    if path.suffix == ".csv":
-        return ","
-    try:
-        return csv.Sniffer().sniff(head, delimiters="\t,;|").delimiter
-    except csv.Error:
-        return "\t"
 
 
 def read_interactions(

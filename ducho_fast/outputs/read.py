@@ -8,6 +8,7 @@ folder is one output, read from the compact arrays.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from ducho_fast.core.errors import ConfigError, InputError
 from ducho_fast.engine.sinks.parquet import FILE as PARQUET_FILE
 from ducho_fast.engine.sinks.parquet import read_parquet
+from ducho_fast.engine.state import STATE_FILE, STATE_HOME, read_json
 
 FAST_FILES = {"compact": "features.npy", "parquet": PARQUET_FILE}
 
@@ -80,7 +82,22 @@ def read_output(folder: Path, kind: str) -> FeatureSet:
     if len(dims) > 1:
         raise InputError(f"{folder}: the .npy files have different sizes {sorted(dims)}")
     stack = np.stack(rows) if rows else np.empty((0, 0), np.float32)
-    return FeatureSet(folder, kind, tuple(p.stem for p in files), stack)
+    recorded = state_fingerprints(folder.resolve()).get(folder.resolve())
+    meta = {} if recorded is None else {"fingerprint": recorded}
+    return FeatureSet(folder, kind, tuple(p.stem for p in files), stack, meta)
+
+
+def state_fingerprints(folder: Path) -> dict[Path, object]:
+    """Output folder -> the fingerprint of the pass that wrote it, from the pass states of
+    `folder` and its parents (Ducho's layout keeps no record beside its files; its pass state
+    is in `<output_path>/.ducho-fast/state/`, which names the folders it wrote)."""
+    found: dict[Path, object] = {}
+    for base in (folder, *folder.parents):
+        for run in sorted((base / STATE_HOME).glob(f"*/{STATE_FILE}")):
+            saved = read_json(run)
+            for output in saved.get("outputs", []) if isinstance(saved, dict) else []:
+                found.setdefault(Path(output).resolve(), saved.get("fingerprint"))
+    return found
 
 
 def checked(features: FeatureSet) -> FeatureSet:
@@ -106,3 +123,28 @@ def load_features(path: Path) -> FeatureSet:
             f"{path} holds {len(picked)} outputs ({listed}); give the folder of one of them"
         )
     return read_output(*picked[0])
+
+
+def delimiter_of(path: Path, head: str) -> str:
+    """A table's delimiter: by suffix (.tsv, .inter, .csv), else sniffed from its head."""
+    if path.suffix in (".tsv", ".inter", ".tab"):
+        return "\t"
+    if path.suffix == ".csv":
+        return ","
+    try:
+        return csv.Sniffer().sniff(head, delimiters="\t,;|").delimiter
+    except csv.Error:
+        return "\t"
+
+
+def read_column(path: Path, id_column: str, column: str) -> dict[str, str]:
+    """id -> value of one column of a CSV/TSV with a header (a user's item table)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    rows = csv.DictReader(text.splitlines(), delimiter=delimiter_of(path, text[:4096]))
+    for wanted in (id_column, column):
+        if wanted not in (rows.fieldnames or []):
+            raise ConfigError(f"{path}: no column {wanted!r}; its columns are {rows.fieldnames}")
+    return {row[id_column]: row[column] for row in rows}
