@@ -592,12 +592,19 @@ def shares(value: str) -> tuple[float, float, float]:
     required=True,
     help="An output folder of a run, or NAME=DIR (names image, text, audio, ...); repeat it.",
 )
-@click.option("--interactions", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--interactions",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="CSV/TSV with a header (delimiter by suffix, else sniffed).",
+)
 @click.option("--user-column", required=True, help="The interactions' user id column.")
 @click.option("--item-column", required=True, help="The interactions' item id column.")
 @click.option("--time-column", help="A time column: splits per user in time order.")
 @click.option("--format", "format_", required=True, help="mmrec, elliot or cornac.")
-@click.option("--output", "-o", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--output", "-o", required=True, type=click.Path(path_type=Path), help="Folder to write."
+)
 @click.option(
     "--split",
     "split",
