@@ -158,8 +158,9 @@ def left_out(
     counts: dict[str, int] = {}
     for item in table.items:
         counts[item] = counts.get(item, 0) + 1
+    has = {name: set(s.ids) for name, s in sets.items()}
     missing = [
-        [item, count, ",".join(n for n, s in sets.items() if item not in set(s.ids))]
+        [item, count, ",".join(name for name, ids in has.items() if item not in ids)]
         for item, count in counts.items()
         if item not in covered
     ]
