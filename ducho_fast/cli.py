@@ -10,7 +10,7 @@ import click
 
 from ducho_fast.core import log
 from ducho_fast.core.errors import DuchoFastError
-from ducho_fast.engine.sinks import format_names
+from ducho_fast.engine.sinks import format_names, sinks_for
 from ducho_fast.runtime.table import EXPORT_PRECISIONS, all_precisions, runtime_names
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -74,6 +74,17 @@ def positive_ints(value: str, param: click.Parameter) -> tuple[int, ...]:
     if min(sizes) < 1:
         raise click.BadParameter(f"{value!r}: batch sizes must be at least 1")
     return sizes
+
+
+def output_formats(value: str | None) -> str | None:
+    """`--output-format`: one sink, several joined by commas, or `both`; else a usage error."""
+    if value is None:
+        return None
+    try:
+        sinks_for(value)
+    except DuchoFastError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def image_files(folder: Path | None) -> tuple[Path, ...]:
@@ -319,8 +330,9 @@ def pass_line(result) -> str:
 )
 @click.option(
     "--output-format",
-    type=click.Choice(format_names()),
-    help="Which sinks write the output (both: ducho and compact).",
+    callback=lambda ctx, param, value: output_formats(value),
+    help=f"Which sinks write the output: {', '.join(format_names())}, or several joined by "
+    "commas (both: ducho and compact).",
 )
 @click.option(
     "--shard-size", type=click.IntRange(min=1), help="Items per resumable shard (default 1024)."
@@ -564,6 +576,98 @@ def bench_command(
     )
     run_bench(config, log=click.echo)
     click.echo(f"wrote {output}/{config.name}.json, .md and .png")
+
+
+def shares(value: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not train,valid,test shares") from None
+    if len(parts) != 3:
+        raise click.BadParameter(f"{value!r}: give three shares, e.g. 0.8,0.1,0.1")
+    return parts  # type: ignore[return-value]
+
+
+@main.command("handoff")
+@click.option(
+    "--features",
+    "features",
+    multiple=True,
+    required=True,
+    help="An output folder of a run, or NAME=DIR (names image, text, audio, ...); repeat it.",
+)
+@click.option(
+    "--interactions",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="CSV/TSV with a header (delimiter by suffix, else sniffed).",
+)
+@click.option("--user-column", required=True, help="The interactions' user id column.")
+@click.option("--item-column", required=True, help="The interactions' item id column.")
+@click.option("--time-column", help="A time column: splits per user in time order.")
+@click.option("--format", "format_", required=True, help="mmrec, elliot or cornac.")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(path_type=Path), help="Folder to write."
+)
+@click.option(
+    "--split",
+    "split",
+    default="0.8,0.1,0.1",
+    show_default=True,
+    help="train,valid,test shares per user.",
+)
+@click.option("--seed", default=0, show_default=True, help="Shuffle seed without --time-column.")
+@click.option("--user-features", is_flag=True, help="Also write each user's mean item features.")
+@click.option(
+    "--half-life",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Time-decay the user features (in the time column's units).",
+)
+@click.option("--strict", is_flag=True, help="Refuse items missing features or interactions.")
+def handoff_command(features, format_, split, user_features, **flags) -> None:
+    """Hand extraction outputs and interactions to MMRec, Elliot or Cornac."""
+    from ducho_fast.handoff import FeatureSource, HandoffOptions, handoff
+
+    options = HandoffOptions(
+        features=tuple(FeatureSource.parse(value) for value in features),
+        format=format_,
+        shares=shares(split),
+        users=user_features,
+        **flags,
+    )
+    report = handoff(options)
+    click.echo(
+        f"{report.format}: {report.users} users, {report.items} items, interactions "
+        + ", ".join(f"{n} {c}" for n, c in report.interactions.items())
+    )
+    if report.missing_items:
+        click.echo(
+            f"left out: {report.missing_items} items with interactions but no features "
+            f"({report.dropped_interactions} interactions), listed in missing-features.tsv"
+        )
+    if report.unused_items:
+        click.echo(
+            f"unused: {report.unused_items} items with features but no interactions, "
+            "listed in unused-features.tsv"
+        )
+    click.echo(f"wrote {report.folder}")
+
+
+@main.command("inspect")
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--neighbours", default=3, show_default=True, help="Items to show neighbours of.")
+@click.option("--top", default=5, show_default=True, help="Neighbours per item.")
+@click.option("--map", "map_path", type=click.Path(path_type=Path), help="Write a PNG map here.")
+@click.option("--table", type=click.Path(path_type=Path, exists=True), help="Item table (CSV/TSV).")
+@click.option("--id-column", default="id", show_default=True, help="The table's id column.")
+@click.option("--colour-column", help="The table's column that colours the map.")
+@click.option("--select", help="Which output (part of its folder) for neighbours and the map.")
+def inspect_command(folder: Path, **flags) -> None:
+    """What a run wrote: outputs, counts, failures, fingerprints, timings, neighbours, a map."""
+    from ducho_fast.outputs.inspect import InspectOptions, inspect_run, report
+
+    for line in report(inspect_run(folder, InspectOptions(**flags))):
+        click.echo(line)
 
 
 if __name__ == "__main__":

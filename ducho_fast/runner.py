@@ -288,7 +288,7 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
                 out.per_item, live_blocks(store.state_dir, out.name, view)
             )
             sink.finalize(folder, ids, reader, record, output.fp16)
-        written += list(output.folders.values())
+        written += [f for f in output.folders.values() if f not in written]  # one per folder
     return PassResult(
         task.name,
         len(ids) + len(failures),

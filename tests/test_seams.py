@@ -183,8 +183,8 @@ def test_unknown_names_list_the_known_ones():
         modality("audio")
     with pytest.raises(ConfigError, match="unknown runtime 'tvm'; use one of"):
         runtime_spec("tvm")
-    with pytest.raises(ConfigError, match=r"unknown output format 'parquet'; use one of \['ducho'"):
-        get_sink("parquet")
+    with pytest.raises(ConfigError, match=r"unknown output format 'hdf5'; use one of \['ducho'"):
+        get_sink("hdf5")
     with pytest.raises(ConfigError, match=r"unknown executor 'ray'; use one of \['local'"):
         get_executor("ray")
     assert sinks_for("both") == ("ducho", "compact")

@@ -12,9 +12,11 @@ from ducho_fast.engine.sinks.base import (
 )
 from ducho_fast.engine.sinks.compact import CompactSink
 from ducho_fast.engine.sinks.ducho import DuchoSink
+from ducho_fast.engine.sinks.parquet import ParquetSink
 
 register_sink(DuchoSink())
 register_sink(CompactSink())
+register_sink(ParquetSink())
 
 __all__ = [
     "SINKS",
