@@ -374,6 +374,26 @@ def pass_line(result) -> str:
     default=None,
     help="Allow loading pickled torch modules (runs arbitrary code); a config's trust_pickle.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    help="Where passes run: local (this process), ray (Ray Data; pip install ducho-fast[ray]).",
+)
+@click.option(
+    "--ray-address",
+    help="With --engine ray: auto or ray://host:port joins a cluster (default: a local Ray).",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    help="With --engine ray: inference actors (default one per GPU, else per core); "
+    "--threads is each actor's inference threads.",
+)
+@click.option(
+    "--gpus",
+    "gpu_list",
+    help="Ducho's gpu list, e.g. 0,1: several GPUs get one worker process each.",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
