@@ -543,6 +543,26 @@ def refuse_single_flags(ctx: click.Context) -> None:
     "--catalogue", type=click.IntRange(min=1), help="End to end on the data tiled to N items."
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: also run each variant end to end on Ray Data (a local Ray per command).",
+)
+@click.option(
+    "--ray-workers",
+    default="",
+    callback=lambda ctx, param, value: positive_ints(value, param) if value else (),
+    help="With --engine ray: comma-separated actor counts to run (default: the engine's).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Inference threads end to end (per Ray actor); 0: every core.",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=Path("benchmarks/results/local"),
@@ -552,7 +572,7 @@ def refuse_single_flags(ctx: click.Context) -> None:
 def bench_command(
     model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
     workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
-    output,
+    engine, ray_workers, threads, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from ducho_fast.bench import BenchConfig, run_bench
@@ -577,6 +597,9 @@ def bench_command(
         label=label,
         peers=None if peers is None else tuple(p for p in peers.split(",") if p != "all"),
         catalogue=catalogue,
+        engine=engine,
+        ray_workers=ray_workers,
+        threads=threads,
     )
     run_bench(config, log=click.echo)
     click.echo(f"wrote {output}/{config.name}.json, .md and .png")

@@ -203,3 +203,40 @@ def test_actor_pool_sizing_keeps_a_cpu_for_decoding():
     assert (gpus.actors, gpus.threads, gpus.gpus) == (4, 8, 1.0)
     one = plan_pool({"CPU": 8.0}, 1, 4)
     assert (one.actors, one.threads, one.cpus) == (1, 4, 4.0)
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
+    from ducho_fast.core.errors import ConfigError
+    from ducho_fast.engine.executors.ray_engine import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    with pytest.raises(ConfigError, match=r"pip install ducho-fast\[ray\]"):
+        import_ray()
+
+
+def test_the_bench_runs_each_variant_on_ray_beside_its_local_run(tmp_path):
+    from ducho_fast.bench import BenchConfig
+    from ducho_fast.bench.run import ray_jobs
+
+    config = BenchConfig("m", tmp_path, images=tmp_path, engine="ray", ray_workers=(1, 2))
+    jobs = ray_jobs(config, "onnxruntime:fp32", {"mode": "ducho-fast"})
+    assert {name: (job["engine"], job["ray_workers"]) for name, job in jobs.items()} == {
+        "onnxruntime:fp32@ray1": ("ray", 1),
+        "onnxruntime:fp32@ray2": ("ray", 2),
+    }
+    assert ray_jobs(BenchConfig("m", tmp_path, images=tmp_path), "x:fp32", {}) == {}
+
+
+def test_engine_flags_reach_the_run(models, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ducho_fast.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    root = dataset(tmp_path, "cli", count=2)
+    path = config(root, models, False)
+    flags = ["--engine", "ray", "--ray-workers", "2", "--no-progress"]
+    done = CliRunner().invoke(main, ["extract", "--config", str(path), *flags])
+    assert done.exit_code != 0
+    assert "pip install ducho-fast[ray]" in done.output
+    assert not list(root.rglob("shard-*.json"))  # nothing ran

@@ -84,6 +84,9 @@ def run_ducho_fast(spec: dict) -> dict:
         output_format="compact",
         overwrite=True,
         jpeg_draft=spec.get("jpeg_draft", False),
+        threads=spec.get("threads") or None,
+        engine=spec.get("engine"),
+        ray_workers=spec.get("ray_workers"),
         progress=False,
     )
     (result,) = extract_single(job, options)
