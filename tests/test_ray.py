@@ -63,8 +63,8 @@ def ray_address():
 
 
 def dataset(tmp_path: Path, name: str, count: int = 8) -> Path:
-    """Photos p0..p{count-1} (plus one broken file), their texts, and a Ducho config with a
-    visual_textual block (fused by concat) and a textual block."""
+    """Photos p0..p{count-1} (plus one broken file) and their texts (a TSV, and a Parquet
+    copy that the textual block reads)."""
     root = tmp_path / name
     (root / "images").mkdir(parents=True)
     for index, pixels in enumerate(synthetic_images(count, (90, 120), seed=3)):
@@ -72,11 +72,17 @@ def dataset(tmp_path: Path, name: str, count: int = 8) -> Path:
     (root / "images" / "broken.jpg").write_bytes(b"not a jpeg")
     rows = [f"p{i}\t{TEXTS[i % len(TEXTS)]} {i}" for i in range(count)]
     (root / "items.tsv").write_text("id\ttext\n" + "\n".join(rows) + "\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids, texts = zip(*(row.split("\t") for row in rows), strict=True)
+    pq.write_table(pa.table({"id": list(ids), "text": list(texts)}), root / "items.parquet")
     return root
 
 
 def config(root: Path, models: tuple[Path, Path], textual: bool = True, **keys) -> Path:
-    """`models`: a CLIP (visual_textual) and a sentence-transformers model (textual)."""
+    """A Ducho config: a visual_textual block (a CLIP; images and the TSV, fused by concat)
+    and, with `textual`, a textual block (sentence-transformers over the Parquet table)."""
     clip, st = models
     entry = {"model_name": str(clip), "backend": "transformers", "output_layers": 1}
     text = {"model_name": str(st), "backend": "sentence_transformers", "output_layers": 1}
@@ -95,7 +101,7 @@ def config(root: Path, models: tuple[Path, Path], textual: bool = True, **keys) 
         },
         "textual": {
             "items": {
-                "input_path": "items.tsv",
+                "input_path": "items.parquet",
                 "item_column": "id",
                 "text_column": "text",
                 "output_path": "texts",
