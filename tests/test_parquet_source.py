@@ -59,5 +59,5 @@ def test_parquet_texts_give_the_features_of_the_tsv(tiny_clip, tmp_path):
 
 def test_a_damaged_parquet_file_is_named(tmp_path):
     (tmp_path / "items.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(ConfigError, match="items.parquet is not a readable Parquet file"):
+    with pytest.raises(ConfigError, match=r"items\.parquet is not a readable Parquet file"):
         list_texts(tmp_path / "items.parquet", "id", ("text",))

@@ -407,6 +407,9 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
             "limit": config.limit,
             "peers": list(config.peers) if config.peers is not None else None,
             "catalogue": config.catalogue,
+            "engine": config.engine,
+            "ray_workers": list(config.ray_workers),
+            "threads": config.threads,
         },
         "machine": machine_info(),
     }

@@ -157,22 +157,26 @@ def quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def item_table(prepared: PreparedPass) -> Any:
-    """The pending items as Arrow blocks of about a shard each (Ray reads them in parallel)."""
+def item_table(prepared: PreparedPass) -> list[Any]:
+    """The pending items as Arrow blocks of one model batch each (within a shard): a block
+    is what a decode task takes and what an actor call gets, so batches spread over the
+    actors as they are decoded instead of travelling as one block."""
     import pyarrow as pa
 
-    items = prepared.listing.items
+    items, size = prepared.listing.items, prepared.options.batch_size
     blocks = []
     for shard in prepared.shards:
-        chosen = [items[p] for p in shard.positions]
-        columns = {
-            "shard": pa.array([shard.index] * len(chosen), pa.int64()),
-            "position": pa.array(shard.positions, pa.int64()),
-            "id": pa.array([i.item_id for i in chosen], pa.string()),
-            "path": pa.array([i.path for i in chosen], pa.string()),
-            "text": pa.array([i.text for i in chosen], pa.string()),
-        }
-        blocks.append(pa.table(columns))
+        for start in range(0, len(shard.positions), size):
+            positions = shard.positions[start : start + size]
+            chosen = [items[p] for p in positions]
+            columns = {
+                "shard": pa.array([shard.index] * len(chosen), pa.int64()),
+                "position": pa.array(positions, pa.int64()),
+                "id": pa.array([i.item_id for i in chosen], pa.string()),
+                "path": pa.array([i.path for i in chosen], pa.string()),
+                "text": pa.array([i.text for i in chosen], pa.string()),
+            }
+            blocks.append(pa.table(columns))
     return blocks
 
 
