@@ -19,6 +19,7 @@ import pickle
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -137,10 +138,11 @@ class RayExecutor:
         assembler = CountingAssembler(
             prepared.store, prepared.listing.items, prepared.timer, prepared.shards
         )
-        timer = prepared.timer
+        timer, by_actor = prepared.timer, Counter[int]()
         with bar(prepared, progress) as advance:
             for row in results(ray, prepared, pool).iter_rows():
-                positions, outputs, failures, seconds = pickle.loads(row["payload"])
+                positions, outputs, failures, seconds, actor = pickle.loads(row["payload"])
+                by_actor[actor] += 1
                 if positions:
                     timer.mark_first_input()
                     timer.add("inference", seconds)
@@ -149,6 +151,7 @@ class RayExecutor:
                 assembler.add(batch, outputs)
                 advance(len(positions) + len(failures))
         assembler.check_done()
+        log.info("%s: batches per actor (pid: batches): %s", prepared.name, dict(by_actor))
 
 
 def quiet_ray() -> None:
@@ -246,7 +249,8 @@ class InferenceActor:
             start = time.perf_counter()
             outputs = infer(Batch(int(shard), positions, inputs, failures), self.jobs, TIMER)
             seconds = time.perf_counter() - start
-            payloads.append(pickle.dumps((positions, outputs, failures, seconds), protocol=5))
+            answer = (positions, outputs, failures, seconds, os.getpid())
+            payloads.append(pickle.dumps(answer, protocol=5))
         return {"shard": rows["shard"], "payload": np.asarray(payloads, object)}
 
 
