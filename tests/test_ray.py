@@ -246,3 +246,27 @@ def test_engine_flags_reach_the_run(models, tmp_path, monkeypatch):
     assert done.exit_code != 0
     assert "pip install ducho-fast[ray]" in done.output
     assert not list(root.rglob("shard-*.json"))  # nothing ran
+
+
+def test_each_block_is_one_model_batch_so_batches_spread_over_the_actors():
+    """One block per shard went whole to one actor (no scaling): blocks are model batches."""
+    from types import SimpleNamespace
+
+    from ducho_fast.core.options import PipelineOptions
+    from ducho_fast.core.records import Item, Listing, Shard
+    from ducho_fast.engine.executors.ray_engine import item_table
+
+    items = tuple(Item(f"i{n}", f"/x/{n}.jpg") for n in range(10))
+    prepared = SimpleNamespace(
+        listing=Listing(items, ()),
+        options=PipelineOptions(batch_size=3),
+        shards=(Shard(4, (0, 1, 2, 3, 4, 5, 6)), Shard(5, (7, 8, 9))),
+    )
+    blocks = [block.to_pydict() for block in item_table(prepared)]
+    assert [(b["shard"][0], b["position"]) for b in blocks] == [
+        (4, [0, 1, 2]),
+        (4, [3, 4, 5]),
+        (4, [6]),
+        (5, [7, 8, 9]),
+    ]
+    assert blocks[0]["id"] == ["i0", "i1", "i2"] and blocks[0]["text"] == [None] * 3
