@@ -201,6 +201,24 @@ def test_a_killed_ray_run_resumes_without_redoing_committed_items(ray_address, m
     assert_same_outputs(root, reference)
 
 
+def test_a_run_started_locally_finishes_on_ray(ray_address, models, tmp_path):
+    """Half the photos extracted locally; the rest appear; Ray computes only those, and the
+    files equal a local run over all of them."""
+    reference, root = dataset(tmp_path, "reference"), dataset(tmp_path, "mixed")
+    extract_config(config(reference, models, False), options=QUIET)
+    later = root / "later"
+    later.mkdir()
+    for name in ("p4", "p5", "p6", "p7"):
+        (root / "images" / f"{name}.jpg").rename(later / f"{name}.jpg")
+    extract_config(config(root, models, False), options=QUIET)  # the local engine
+    for photo in later.iterdir():
+        photo.rename(root / "images" / photo.name)
+    results = extract_config(config(root, models, False, engine="ray"), options=QUIET)
+    (images,) = [r for r in results if r.name.endswith("/visual")]
+    assert images.metrics["items"] == 4  # the new photos only (and the broken one retried)
+    assert_same_outputs(root, reference)
+
+
 def test_actor_pool_sizing_keeps_a_cpu_for_decoding():
     assert plan_pool({"CPU": 2.0}, None, 0) == plan_pool({"CPU": 2.0}, 2, 1)
     two = plan_pool({"CPU": 2.0}, None, 0)
