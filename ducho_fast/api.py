@@ -21,6 +21,7 @@ from ducho_fast.core.preflight import check_folders
 from ducho_fast.core.records import Listing
 from ducho_fast.ducho_plan import checked_plan
 from ducho_fast.engine.autotune import planned_choice
+from ducho_fast.engine.executors import EngineOptions
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
 from ducho_fast.engine.state import STATE_HOME
@@ -56,6 +57,10 @@ class RunOptions:
     cache_dir: Path | str | None = None  # on-the-fly exports and measurements
     batch_size: int | None = None  # every model's batch size (a config's per-model key too)
     trust_pickle: bool | None = None  # load pickled torch modules (runs their code)
+    engine: str | None = None  # local, or ray (Ray Data: `pip install ducho-fast[ray]`)
+    ray_address: str | None = None  # None: a local Ray for the run; auto or ray://host:port
+    ray_workers: int | None = None  # Ray inference actors (None: one per GPU, else per core)
+    gpu_list: str | None = None  # Ducho's `gpu list` (several GPUs: one process per GPU)
     pipelined: bool = True
     progress: bool = True
 
@@ -66,6 +71,7 @@ class RunOptions:
             "shard_size": (1, "items per resumable shard"),
             "threads": (0, "0 uses every core"),
             "batch_size": (1, "items per inference batch"),
+            "ray_workers": (1, "Ray inference actors"),
         }
         for name, (low, why) in limits.items():
             value = getattr(self, name)
@@ -86,6 +92,8 @@ class RunOptions:
         }
         if "cache_dir" in keys:
             keys["cache_dir"] = str(keys["cache_dir"])
+        if "gpu_list" in keys:
+            keys["gpu list"] = keys.pop("gpu_list")
         return keys
 
 
@@ -202,7 +210,15 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         jpeg_draft=bool(options.jpeg_draft),
         pipelined=options.pipelined,
     )
-    plan = ExtractPlan((task,), (), pipeline, bool(options.overwrite), bool(options.strict))
+    plan = ExtractPlan(
+        (task,),
+        (),
+        pipeline,
+        bool(options.overwrite),
+        bool(options.strict),
+        options.engine or "local",
+        EngineOptions(options.ray_address, options.ray_workers),
+    )
     return run_logged(plan, options, f"extract --model {job.model} --output {job.output}")
 
 

@@ -386,6 +386,26 @@ def pass_line(result) -> str:
     default=None,
     help="Allow loading pickled torch modules (runs arbitrary code); a config's trust_pickle.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    help="Where passes run: local (this process), ray (Ray Data; pip install ducho-fast[ray]).",
+)
+@click.option(
+    "--ray-address",
+    help="With --engine ray: auto or ray://host:port joins a cluster (default: a local Ray).",
+)
+@click.option(
+    "--ray-workers",
+    type=click.IntRange(min=1),
+    help="With --engine ray: inference actors (default one per GPU, else per core); "
+    "--threads is each actor's inference threads.",
+)
+@click.option(
+    "--gpus",
+    "gpu_list",
+    help="Ducho's gpu list, e.g. 0,1: several GPUs get one worker process each.",
+)
 @click.option("--sequential", is_flag=True, help="No worker processes or threads (reference).")
 @click.option("--strict", is_flag=True, default=None, help="Exit non-zero if any item failed.")
 @click.option(
@@ -538,6 +558,26 @@ def refuse_single_flags(ctx: click.Context) -> None:
     "--trust-pickle", is_flag=True, help="The model is a pickled module you trust (runs its code)."
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: also run each variant end to end on Ray Data (a local Ray per command).",
+)
+@click.option(
+    "--ray-workers",
+    default="",
+    callback=lambda ctx, param, value: positive_ints(value, param) if value else (),
+    help="With --engine ray: comma-separated actor counts to run (default: the engine's).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Inference threads end to end (per Ray actor); 0: every core.",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=Path("benchmarks/results/local"),
@@ -547,7 +587,7 @@ def refuse_single_flags(ctx: click.Context) -> None:
 def bench_command(
     model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
     workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
-    trust_pickle, output,
+    trust_pickle, engine, ray_workers, threads, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from ducho_fast.bench import BenchConfig, run_bench
@@ -573,6 +613,9 @@ def bench_command(
         peers=None if peers is None else tuple(p for p in peers.split(",") if p != "all"),
         catalogue=catalogue,
         trust_pickle=trust_pickle,
+        engine=engine,
+        ray_workers=ray_workers,
+        threads=threads,
     )
     run_bench(config, log=click.echo)
     click.echo(f"wrote {output}/{config.name}.json, .md and .png")

@@ -196,6 +196,9 @@ class DuchoConfig(Strict):
     min_cosine: float = Field(default=0.99, gt=0, le=1)  # fidelity floor of runtime/precision auto
     cache_dir: str | None = None
     trust_pickle: bool = False  # load pickled torch modules (runs their code): opt in
+    engine: Literal["local", "ray"] = "local"  # ray: passes run on Ray Data (engine/executors)
+    ray_address: str | None = None  # None: a local Ray for the run; auto or ray://host:port
+    ray_workers: int | None = Field(default=None, ge=1)  # inference actors (None: per GPU/core)
 
 
 def normalize_keys(raw: dict[str, Any]) -> dict[str, Any]:

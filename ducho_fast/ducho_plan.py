@@ -28,6 +28,7 @@ from ducho_fast.core.notices import notice
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item, Listing
 from ducho_fast.engine.autotune import AutoPick, planned_choice
+from ducho_fast.engine.executors import EngineOptions
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
 from ducho_fast.engine.state import STATE_HOME
@@ -475,4 +476,20 @@ def plan_from(planner: DuchoPlanner, progress_workers: int | None = None) -> Ext
         item_timeout_s=config.item_timeout,
         jpeg_draft=config.jpeg_draft,
     )
-    return ExtractPlan(tuple(passes), tuple(fusions), options, config.overwrite, config.strict)
+    executor, engine = engine_of(planner)
+    return ExtractPlan(
+        tuple(passes), tuple(fusions), options, config.overwrite, config.strict, executor, engine
+    )
+
+
+def engine_of(planner: DuchoPlanner) -> tuple[str, EngineOptions]:
+    """`engine: ray` runs passes on Ray; several GPUs in `gpu list`, on a machine that runs
+    them (a GPU provider), get one worker process each; otherwise this process runs them."""
+    config = planner.config
+    gpus = gpu_ids(config.gpu_list)
+    engine = EngineOptions(config.ray_address, config.ray_workers, gpus)
+    if config.engine == "ray":
+        return "ray", engine
+    if len(gpus) > 1 and planner.ort_provider != "cpu":
+        return "gpus", engine
+    return "local", engine

@@ -15,6 +15,7 @@ from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Listing
 from ducho_fast.engine.autotune import AutoPick
+from ducho_fast.engine.executors import EngineOptions
 from ducho_fast.engine.sinks import LayerOutput
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.runtime.table import RuntimeChoice
@@ -90,6 +91,7 @@ class ExtractPlan:
     overwrite: bool = False
     strict: bool = False
     executor: str = "local"  # engine/executors: where each pass's batches run
+    engine: EngineOptions = field(default_factory=EngineOptions)  # its settings (Ray, GPUs)
 
     def __post_init__(self) -> None:
         check_outputs(self)

@@ -23,7 +23,7 @@ from ducho_fast.core.preflight import check_folders
 from ducho_fast.core.records import Failure, Listing, Shard
 from ducho_fast.engine.autotune import auto_choice
 from ducho_fast.engine.batch_sweep import SweepCache, choose_batch_size, sweep_key
-from ducho_fast.engine.executors import PreparedPass, get_executor
+from ducho_fast.engine.executors import PreparedPass, executor_scope, get_executor
 from ducho_fast.engine.fingerprint import FileStamps, item_fingerprints
 from ducho_fast.engine.fusion import fuse, join_by_id
 from ducho_fast.engine.pipeline import ModelJob, ReadAhead
@@ -93,7 +93,7 @@ def run_pass(
     task, runtime_choices = measured_choices(task, listing, timer)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
-    if known_size is not None:
+    if known_size is not None and plan.executor == "local":  # others decode elsewhere
         options = replace(plan.options, batch_size=known_size)
         early = start_decoding_early(task, plan, inputs, options, timer)
     try:
@@ -222,15 +222,7 @@ def prepare_pass(
     early: EarlyDecode | None,
 ) -> PreparedPass:
     """Jobs, outputs, fingerprint, store and pending shards: decided once, before any batch."""
-    jobs, outputs = [], []
-    for model, model_open in zip(task.models, opened, strict=True):
-        by_graph = {
-            name: model.output(name, model_open.item_shapes.get(name))
-            for name in model_open.output_names
-        }
-        outputs += list(by_graph.values())
-        routes = {name: output.name for name, output in by_graph.items()}
-        jobs.append(ModelJob(model.label, model_open.session, model_open.feed.key, routes))
+    jobs, outputs = model_jobs(task, opened)
     fingerprint = {
         "pass": task.name,
         "models": [o.fingerprint for o in opened],
@@ -257,7 +249,45 @@ def prepare_pass(
         options,
         timer,
         started,
+        plan.engine,
+        partial(reopen_jobs, task, tuple(o.fingerprint for o in opened)),
+        max(model.choice.threads for model in task.models),
     )
+
+
+def model_jobs(task: PassTask, opened: list[OpenModel]) -> tuple[list[ModelJob], list]:
+    """Each opened model as a job (graph outputs routed to their targets), and the outputs."""
+    jobs, outputs = [], []
+    for model, model_open in zip(task.models, opened, strict=True):
+        by_graph = {
+            name: model.output(name, model_open.item_shapes.get(name))
+            for name in model_open.output_names
+        }
+        outputs += list(by_graph.values())
+        routes = {name: output.name for name, output in by_graph.items()}
+        jobs.append(ModelJob(model.label, model_open.session, model_open.feed.key, routes))
+    return jobs, outputs
+
+
+def reopen_jobs(
+    task: PassTask, fingerprints: tuple[dict, ...], threads: int
+) -> tuple[tuple[ModelJob, ...], dict[str, Feed]]:
+    """The pass's models opened again in a worker (a Ray actor, a GPU's process) with
+    `threads` inference threads (0: the plan's). A worker whose model differs from the
+    driver's (another version or cache on a cluster node) is refused, never mixed in."""
+    opened = []
+    for index, model in enumerate(task.models):
+        choice = replace(model.choice, threads=threads) if threads else model.choice
+        opened.append(open_model(model.ref, task.kind, choice, index))
+    for model, model_open, expected in zip(task.models, opened, fingerprints, strict=True):
+        if model_open.fingerprint != expected:
+            raise ExtractionError(
+                f"{task.name}: a worker opened {model.label} differently from the driver "
+                f"(worker {model_open.fingerprint} vs driver {expected}); install the same "
+                "ducho-fast and model files on every node, or share the cache folder"
+            )
+    jobs, _ = model_jobs(task, opened)
+    return tuple(jobs), {o.feed.key: o.feed for o in opened}
 
 
 def decoding(kind: str, options: PipelineOptions) -> dict:
@@ -377,10 +407,11 @@ def run_plan(plan: ExtractPlan, progress: bool) -> list[PassResult]:
     strict run with failures, or when every item failed (after writing failures.tsv)."""
     listings = [task.list_items() for task in plan.passes]
     refuse_empty(plan.passes, listings)
-    results = [
-        run_pass(task, plan, progress, listing)
-        for task, listing in zip(plan.passes, listings, strict=True)
-    ]
+    with executor_scope(plan.executor, plan.engine):
+        results = [
+            run_pass(task, plan, progress, listing)
+            for task, listing in zip(plan.passes, listings, strict=True)
+        ]
     by_file: dict[Path, dict[Failure, None]] = {}
     for task, result in zip(plan.passes, results, strict=True):
         by_file.setdefault(task.failures_path, {}).update(dict.fromkeys(result.failures))

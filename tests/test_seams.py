@@ -185,8 +185,8 @@ def test_unknown_names_list_the_known_ones():
         runtime_spec("tvm")
     with pytest.raises(ConfigError, match=r"unknown output format 'hdf5'; use one of \['ducho'"):
         get_sink("hdf5")
-    with pytest.raises(ConfigError, match=r"unknown executor 'ray'; use one of \['local'"):
-        get_executor("ray")
+    with pytest.raises(ConfigError, match=r"unknown executor 'spark'; use one of \['local'"):
+        get_executor("spark")
     assert sinks_for("both") == ("ducho", "compact")
     with pytest.raises(ValueError, match="registered twice"):
         register(MODALITIES["image"])

@@ -73,6 +73,12 @@ class BenchConfig:
     # `peer NAME`, `baseline`); None: every one. Catalogue-sized runs take minutes per job.
     end_to_end_jobs: tuple[str, ...] | None = None
     trust_pickle: bool = False  # the model is a pickled torch module the user trusts
+    # engine "ray": each runtime:precision also runs end to end on Ray Data (a local Ray
+    # started by the command, so its start-up counts), once per actor count in `ray_workers`
+    # (() : the engine's default), beside the local run it is compared with
+    engine: str = "local"
+    ray_workers: tuple[int, ...] = ()
+    threads: int = 0  # inference threads of an end-to-end run (per Ray actor); 0: every core
 
     @property
     def with_peers(self) -> bool:
@@ -92,6 +98,10 @@ class BenchConfig:
             raise ConfigError("batch sizes must be positive integers")
         if self.repeats < 1:
             raise ConfigError("repeats must be at least 1")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"unknown engine {self.engine!r}; use local or ray")
+        if self.ray_workers and min(self.ray_workers) < 1:
+            raise ConfigError("ray workers must be positive integers")
         if self.catalogue is not None and self.catalogue < 1:
             raise ConfigError("catalogue size must be a positive number of items")
         if self.peers:

@@ -181,11 +181,13 @@ def end_to_end(
         "weights": config.weights,
         "trust_pickle": config.trust_pickle,
         "limit": None if config.catalogue else config.limit,
+        "threads": config.threads,
     }
     jobs: dict[str, dict] = {}
     for name in names:
         runtime, precision = name.split(":")
         jobs[name] = {**base, "mode": "ducho-fast", "runtime": runtime, "precision": precision}
+        jobs.update(ray_jobs(config, name, jobs[name]))
         if config.jpeg_draft and kind == "image" and runtime_spec(runtime).needs_artifact:
             jobs[f"{name}+jpeg-draft"] = {**jobs[name], "jpeg_draft": True}
     for peer in peers:
@@ -223,6 +225,17 @@ def add_cosines(result: dict[str, Any], kind: str, work: Path) -> None:
         for name in result:
             if not name.startswith("baseline"):  # other baselines save other outputs
                 result[name][key] = cosine_by_id(reference, outputs(name))
+
+
+def ray_jobs(config: BenchConfig, name: str, local: dict) -> dict[str, dict]:
+    """The Ray engine's runs of one variant (`name@ray<actors>`), beside its local run."""
+    if config.engine != "ray":
+        return {}
+    counts: tuple[int | None, ...] = config.ray_workers or (None,)
+    return {
+        f"{name}@ray{count or ''}": {**local, "engine": "ray", "ray_workers": count}
+        for count in counts
+    }
 
 
 def tiled_data(config: BenchConfig, kind: str, folder: Path) -> BenchConfig:
@@ -300,7 +313,14 @@ def add_ratios(result: dict[str, Any], batch_size: int) -> None:
     base = e2e.get("baseline")
     others = [n for n in e2e if n.startswith("baseline-")]
     for name, fig in e2e.items():
-        variant = name.split("+")[0]
+        variant = name.split("+")[0].split("@")[0]
+        if "@ray" in name and variant in e2e:  # the Ray engine over the same local run
+            fig["ratio_to_local"] = ratio(
+                fig["command_items_per_s"], e2e[variant]["command_items_per_s"]
+            )
+            fig["steady_ratio_to_local"] = ratio(
+                fig["steady_items_per_s"], e2e[variant]["steady_items_per_s"]
+            )
         if variant in pure:
             fig["pipeline_efficiency"] = ratio(
                 fig["steady_items_per_s"], pure[variant]["items_per_s"]
@@ -410,6 +430,9 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
             "limit": config.limit,
             "peers": list(config.peers) if config.peers is not None else None,
             "catalogue": config.catalogue,
+            "engine": config.engine,
+            "ray_workers": list(config.ray_workers),
+            "threads": config.threads,
         },
         "machine": machine_info(),
     }

@@ -85,6 +85,9 @@ def run_ducho_fast(spec: dict) -> dict:
         overwrite=True,
         jpeg_draft=spec.get("jpeg_draft", False),
         trust_pickle=spec.get("trust_pickle", False),
+        threads=spec.get("threads") or None,
+        engine=spec.get("engine"),
+        ray_workers=spec.get("ray_workers"),
         progress=False,
     )
     (result,) = extract_single(job, options)

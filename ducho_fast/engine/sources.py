@@ -17,6 +17,7 @@ from pathlib import Path
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.ids import UnsafeIdError, check_id, image_id, interaction_id
 from ducho_fast.core.records import Failure, Item, Listing
+from ducho_fast.engine.parquet import is_parquet, read_parquet_rows
 
 # Folder entries that are never items: operating-system metadata beside the photos.
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
@@ -87,6 +88,9 @@ def read_table(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[Row
     as rows. A UTF-8 byte-order mark is dropped; blank lines are skipped, as pandas does."""
     if not path.is_file():
         raise ConfigError(f"input file {path} does not exist")
+    if is_parquet(path):  # rows numbered from 1 where a TSV gives lines
+        columns, values = read_parquet_rows(path)
+        return columns, [Row(number, row) for number, row in enumerate(values, start=1)]
     lines = io.StringIO(decode_table(path, encoding), newline="").readlines()
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     records = parse_records(lines, delimiter)
