@@ -267,6 +267,7 @@ def pass_line(result) -> str:
 @click.option("--model", help="Config-free form: one model (hub id, folder or artifact).")
 @click.option("--images", type=click.Path(path_type=Path), help="Config-free: image folder.")
 @click.option("--texts", type=click.Path(path_type=Path), help="Config-free: TSV/CSV of texts.")
+@click.option("--audio", type=click.Path(path_type=Path), help="Config-free: audio folder.")
 @click.option(
     "--id-column", default="id", show_default=True, help="Config-free: the table's id column."
 )
@@ -385,7 +386,7 @@ def pass_line(result) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
 def extract_command(ctx: click.Context, config_path: Path | None, **flags) -> None:
-    """Extract features: from a Ducho config, or for one model over images or texts.
+    """Extract features: from a Ducho config, or for one model over images, texts or audio.
 
     With --config, the run flags override the file's keys; the config-free flags are refused
     (use the file's keys or a dotted override such as --textual.items.item_column=VALUE).
@@ -411,7 +412,8 @@ def extract_command(ctx: click.Context, config_path: Path | None, **flags) -> No
         results = extract_single(SingleModelJob(**single), options)
     else:
         raise click.UsageError(
-            "give --config FILE, or --model M --output DIR with --images DIR or --texts FILE"
+            "give --config FILE, or --model M --output DIR with --images DIR, --texts FILE "
+            "or --audio DIR"
         )
     folder = results[0].failures_path.parent if results and results[0].failures_path else None
     print_summary(results, folder / log.RUN_LOG if folder else None)
@@ -422,6 +424,7 @@ SINGLE_FLAGS = {
     "model": "model.0.model_name",
     "images": "input_path",
     "texts": "input_path",
+    "audio": "input_path",
     "id_column": "item_column",
     "text_column": "text_column",
     "encoding": "encoding",
