@@ -44,8 +44,9 @@ VALIDATION_SECONDS = (0.5, 3.7, 10.0)
 @dataclass(frozen=True)
 class AudioPreprocessSpec:
     """How a waveform becomes graph input: the model's rate, its feature extractor's
-    normalisation, whether the model takes an attention mask (else clips are batched only
-    with clips of equal length), its convolutional frame geometry, and the windows."""
+    normalisation, whether padded batches with an attention mask keep each clip's features
+    (`masked`; else the model gets no mask and runs equal-length batches only), its
+    convolutional frame geometry, and the windows."""
 
     sampling_rate: int
     normalize: bool
