@@ -476,6 +476,13 @@ def refuse_single_flags(ctx: click.Context) -> None:
 @click.option("--model", required=True, help="Hub id, local folder or torchvision name.")
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--texts", type=click.Path(path_type=Path), help="TSV/CSV of texts.")
+@click.option(
+    "--audio",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Audio folder(s): the audio suite (real-time factor vs a Ducho-style loop).",
+)
+@click.option("--layer", default="last_hidden_state", help="Audio: the layer to extract.")
 @click.option("--id-column", default="id", show_default=True, help="The table's id column.")
 @click.option("--text-column", default="text", show_default=True, help="The table's text column.")
 @click.option(
@@ -533,12 +540,29 @@ def refuse_single_flags(ctx: click.Context) -> None:
     help="Folder for the JSON, Markdown and PNG results.",
 )
 def bench_command(
-    model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
-    workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
-    output,
+    model, images, texts, audio, layer, id_column, text_column, runtimes, precisions,
+    batch_sizes, repeats, workers, limit, weights, label, no_baseline, no_end_to_end,
+    jpeg_draft, peers, catalogue, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from ducho_fast.bench import BenchConfig, run_bench
+
+    if audio:
+        from ducho_fast.bench.audio import AudioBenchConfig, run_audio_bench
+        from ducho_fast.runtime.table import runtime_spec
+
+        jobs = tuple(
+            f"{r}:{p}"
+            for r in runtimes.split(",")
+            for p in precisions.split(",")
+            if p in runtime_spec(r).precisions
+        )
+        audio_config = AudioBenchConfig(
+            model, tuple(audio), output, layer, jobs, batch_sizes[0], workers, repeats, limit, label
+        )
+        run_audio_bench(audio_config, log=click.echo)
+        click.echo(f"wrote {output}/{audio_config.name}.json and .md")
+        return
 
     config = BenchConfig(
         model=model,
