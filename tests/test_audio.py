@@ -452,3 +452,31 @@ def test_cli_config_free_audio(encoders, digits, tmp_path):
     assert result.exit_code == 0, result.output
     got = features_by_id(out / encoders["hubert"].name / "hidden_states.1")
     assert len(got) == len(list(digits.iterdir()))
+
+
+def test_load_encodes_paths_and_waveforms_like_extract(encoders, digits, tmp_path):
+    import ducho_fast
+
+    model = encoders["wavlm"]
+    job = SingleModelJob(model, tmp_path / "out", audio=digits, layers=("last_hidden_state",))
+    extract_single(job, QUIET)
+    got = features_by_id(tmp_path / "out" / model.name / "last_hidden_state")
+    encoder = ducho_fast.load(model)  # exported as extract exports it: last_hidden_state
+    paths = sorted(digits.iterdir())
+    rows = encoder.encode_audio(paths, batch_size=3)
+    for path, row in zip(paths, rows, strict=True):
+        np.testing.assert_allclose(row, got[path.stem], rtol=0, atol=1e-5)
+    wave = decode_audio(paths[0], RATE)
+    one = encoder.encode_audio(wave)
+    np.testing.assert_allclose(one[0], rows[0], rtol=0, atol=1e-6)
+
+
+def test_missing_audio_library_says_which_extra_to_install(monkeypatch, formats):
+    import sys
+
+    from ducho_fast.core.audio import decode_audio as decode
+
+    folder, _ = formats
+    monkeypatch.setitem(sys.modules, "soxr", None)  # import soxr now raises ImportError
+    with pytest.raises(ConfigError, match=r"ducho-fast\[audio\]"):
+        decode(folder / "float.wav", RATE)  # 48 kHz: needs resampling
