@@ -361,6 +361,8 @@ def check_semantics(config: DuchoConfig) -> None:
     for modality, source, block in blocks(config):
         where = f"{modality}.{source}"
         for index, entry in enumerate(block.model):
+            if "pooling" in entry.model_fields_set and modality != "audio":
+                raise ConfigError(f"{where}.model[{index}].pooling applies to audio models only")
             if entry.backend == "tensorflow":
                 raise ConfigError(
                     f"{where}.model[{index}]: the tensorflow backend is not supported; "
