@@ -480,3 +480,24 @@ def test_missing_audio_library_says_which_extra_to_install(monkeypatch, formats)
     monkeypatch.setitem(sys.modules, "soxr", None)  # import soxr now raises ImportError
     with pytest.raises(ConfigError, match=r"ducho-fast\[audio\]"):
         decode(folder / "float.wav", RATE)  # 48 kHz: needs resampling
+
+
+def test_bench_audio_suite_reports_real_time_factor_and_fidelity(encoders, digits, tmp_path):
+    """The bench's audio suite through the CLI: every job's figures, and ducho-fast's features
+    equal to the Ducho-style loop's (no speed is asserted)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ducho_fast.cli import main
+
+    args = ["bench", "--model", str(encoders["wav2vec2"]), "--audio", str(digits), "--limit", "3"]
+    args += ["--runtimes", "onnxruntime", "--precisions", "fp32", "--repeats", "1"]
+    args += ["--batch-sizes", "2", "--workers", "0", "--output", str(tmp_path), "--label", "a"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (found,) = json.loads((tmp_path / "a.json").read_text())["sets"]
+    assert found["clips"] == 3 and found["audio_seconds"] > 0
+    job = found["jobs"]["onnxruntime:fp32"]
+    assert job["rtf"] > 0 and job["min_cosine_vs_ducho_style"] >= 0.9999
+    assert "real-time factor" in (tmp_path / "a.md").read_text()
