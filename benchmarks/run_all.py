@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 
 from ducho_fast.bench import BenchConfig, run_bench
-from ducho_fast.models.synthetic import save_clip
+from ducho_fast.bench.audio import AudioBenchConfig, run_audio_bench
+from ducho_fast.models.synthetic import save_audio_encoder, save_clip
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 HM = DATA / "hm-fashion-sample"
 FASHION = DATA / "fashion-product-images"
+DIGITS = DATA / "audio-fsdd-spoken-digits" / "recordings"
+MUSIC = DATA / "audio-librosa-examples"
 
 
 def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
@@ -155,6 +158,10 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
             label="peers-efficientnet-lite0",
             **cnn_peers,
         ),
+        # audio: wav2vec2-base-sized encoders with random weights (no hub here); the group-
+        # normalised one (wav2vec2-base's, no mask) runs equal-length batches only
+        "audio-w2v2-base-group": lambda: audio_suite(models, out, repeats, "group"),
+        "audio-w2v2-base-layer": lambda: audio_suite(models, out, repeats, "layer"),
         "resnet50": lambda: BenchConfig(
             "resnet50",
             images=HM / "original" / "images",
@@ -164,6 +171,41 @@ def suites(models: Path, out: Path, repeats: int) -> dict[str, BenchConfig]:
             **common,
         ),
     }
+
+
+# Long clips (15 s to 65 s): the longest ones would make the Ducho-style loop's whole-clip
+# attention take gigabytes; ducho-fast's windows make any length work (see tests/test_audio.py).
+LONG_CLIPS = (
+    "5703-47212-0000.ogg",
+    "3436-172162-0000.ogg",
+    "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg",
+    "Kevin_MacLeod_-_Vibe_Ace.ogg",
+    "glacier-bay-humpback.ogg",
+)
+
+
+def long_clips(models: Path) -> Path:
+    folder = models / "long-clips"
+    folder.mkdir(exist_ok=True)
+    for name in LONG_CLIPS:
+        if not (folder / name).exists():
+            (folder / name).symlink_to(MUSIC / name)
+    return folder
+
+
+def audio_suite(models: Path, out: Path, repeats: int, norm: str) -> AudioBenchConfig:
+    folder = models / f"wav2vec2-base-{norm}"
+    if not folder.exists():
+        save_audio_encoder(folder, "wav2vec2", norm, size="base")
+    return AudioBenchConfig(
+        str(folder),
+        (DIGITS, long_clips(models)),
+        out,
+        batch_size=16,
+        repeats=repeats,
+        limit=200,
+        label=f"audio-wav2vec2-base-{norm}",
+    )
 
 
 def main() -> None:
@@ -187,7 +229,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         known = suites(Path(tmp), out, args.repeats)
         for name in args.suites.split(","):
-            run_bench(known[name]())
+            config = known[name]()
+            if isinstance(config, AudioBenchConfig):
+                run_audio_bench(config)
+            else:
+                run_bench(config)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class SingleModelJob:
-    """The config-free form: one model over an image folder or a text table."""
+    """The config-free form: one model over an image folder, a text table or an audio folder."""
 
     model: str | Path
     output: Path | str
@@ -112,11 +112,12 @@ class SingleModelJob:
     weights: str = "DEFAULT"  # torchvision: DEFAULT, none (random) or a state-dict file
     limit: int | None = None  # only the first N items (benchmarks, smoke runs)
     encoding: str = "utf-8"  # of the text table
+    audio: Path | str | None = None
 
     def __post_init__(self) -> None:
         """Paths may be given as str; they are kept as Path."""
         object.__setattr__(self, "model", str(self.model))
-        for name in ("output", "images", "texts"):
+        for name in ("output", "images", "texts", "audio"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value))
@@ -161,9 +162,11 @@ def with_options(config: DuchoConfig, options: RunOptions) -> DuchoConfig:
 
 
 def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> list[PassResult]:
-    if (job.images is None) == (job.texts is None):
-        raise ConfigError("give exactly one of --images DIR or --texts FILE")
-    kind = "image" if job.images is not None else "text"
+    given = {"image": job.images, "text": job.texts, "audio": job.audio}
+    kinds = [kind for kind, value in given.items() if value is not None]
+    if len(kinds) != 1:
+        raise ConfigError("give exactly one of --images DIR, --texts FILE or --audio DIR")
+    kind = kinds[0]
     if options.normalize_before_fusion:
         raise ConfigError("normalize_before_fusion applies to a config's fusions; drop it")
     choice, auto = planned_choice(
@@ -195,7 +198,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         },
     )
     task = PassTask(
-        f"{kind}s",
+        "audio" if kind == "audio" else f"{kind}s",
         kind,
         single_lister(job, bool(options.ducho_ids)),
         (model,),
@@ -234,8 +237,9 @@ def run_logged(plan: ExtractPlan, options: RunOptions, title: str) -> list[PassR
 
 
 def single_lister(job: SingleModelJob, ducho_ids: bool = False) -> Callable[[], Listing]:
-    if job.images is not None:
-        lister: Callable[[], Listing] = partial(list_images, job.images, ducho_ids)
+    if job.images is not None or job.audio is not None:
+        folder = job.images if job.images is not None else job.audio
+        lister: Callable[[], Listing] = partial(list_images, folder, ducho_ids)
     else:
         assert job.texts is not None
         lister = partial(list_texts, job.texts, job.id_column, (job.text_column,), job.encoding)

@@ -278,6 +278,7 @@ def pass_line(result) -> str:
 @click.option("--model", help="Config-free form: one model (hub id, folder or artifact).")
 @click.option("--images", type=click.Path(path_type=Path), help="Config-free: image folder.")
 @click.option("--texts", type=click.Path(path_type=Path), help="Config-free: TSV/CSV of texts.")
+@click.option("--audio", type=click.Path(path_type=Path), help="Config-free: audio folder.")
 @click.option(
     "--id-column", default="id", show_default=True, help="Config-free: the table's id column."
 )
@@ -417,7 +418,7 @@ def pass_line(result) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.pass_context
 def extract_command(ctx: click.Context, config_path: Path | None, **flags) -> None:
-    """Extract features: from a Ducho config, or for one model over images or texts.
+    """Extract features: from a Ducho config, or for one model over images, texts or audio.
 
     With --config, the run flags override the file's keys; the config-free flags are refused
     (use the file's keys or a dotted override such as --textual.items.item_column=VALUE).
@@ -443,7 +444,8 @@ def extract_command(ctx: click.Context, config_path: Path | None, **flags) -> No
         results = extract_single(SingleModelJob(**single), options)
     else:
         raise click.UsageError(
-            "give --config FILE, or --model M --output DIR with --images DIR or --texts FILE"
+            "give --config FILE, or --model M --output DIR with --images DIR, --texts FILE "
+            "or --audio DIR"
         )
     folder = results[0].failures_path.parent if results and results[0].failures_path else None
     print_summary(results, folder / log.RUN_LOG if folder else None)
@@ -454,6 +456,7 @@ SINGLE_FLAGS = {
     "model": "model.0.model_name",
     "images": "input_path",
     "texts": "input_path",
+    "audio": "input_path",
     "id_column": "item_column",
     "text_column": "text_column",
     "encoding": "encoding",
@@ -505,6 +508,13 @@ def refuse_single_flags(ctx: click.Context) -> None:
 @click.option("--model", required=True, help="Hub id, local folder or torchvision name.")
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder.")
 @click.option("--texts", type=click.Path(path_type=Path), help="TSV/CSV of texts.")
+@click.option(
+    "--audio",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="Audio folder(s): the audio suite (real-time factor vs a Ducho-style loop).",
+)
+@click.option("--layer", default="last_hidden_state", help="Audio: the layer to extract.")
 @click.option("--id-column", default="id", show_default=True, help="The table's id column.")
 @click.option("--text-column", default="text", show_default=True, help="The table's text column.")
 @click.option(
@@ -585,12 +595,29 @@ def refuse_single_flags(ctx: click.Context) -> None:
     help="Folder for the JSON, Markdown and PNG results.",
 )
 def bench_command(
-    model, images, texts, id_column, text_column, runtimes, precisions, batch_sizes, repeats,
-    workers, limit, weights, label, no_baseline, no_end_to_end, jpeg_draft, peers, catalogue,
-    trust_pickle, engine, ray_workers, threads, output,
+    model, images, texts, audio, layer, id_column, text_column, runtimes, precisions,
+    batch_sizes, repeats, workers, limit, weights, label, no_baseline, no_end_to_end,
+    jpeg_draft, peers, catalogue, trust_pickle, engine, ray_workers, threads, output,
 ) -> None:  # fmt: skip
     """Measure runtimes x precisions on the same data: pure inference, end to end, baseline."""
     from ducho_fast.bench import BenchConfig, run_bench
+
+    if audio:
+        from ducho_fast.bench.audio import AudioBenchConfig, run_audio_bench
+        from ducho_fast.runtime.table import runtime_spec
+
+        jobs = tuple(
+            f"{r}:{p}"
+            for r in runtimes.split(",")
+            for p in precisions.split(",")
+            if p in runtime_spec(r).precisions
+        )
+        audio_config = AudioBenchConfig(
+            model, tuple(audio), output, layer, jobs, batch_sizes[0], workers, repeats, limit, label
+        )
+        run_audio_bench(audio_config, log=click.echo)
+        click.echo(f"wrote {output}/{audio_config.name}.json and .md")
+        return
 
     config = BenchConfig(
         model=model,

@@ -87,6 +87,7 @@ class ModelEntry(Strict):
     fusion: str | list[str] | None = None
     task: str | None = None
     # ducho-fast
+    pooling: Literal["mean", "none"] = "mean"  # audio: mean over valid frames, or Ducho's (1, T, D)
     runtime: RuntimeName | None = None
     precision: PrecisionName | None = None
     weights: str = "DEFAULT"
@@ -359,10 +360,12 @@ def load_config(path: Path, overrides: Sequence[str] = ()) -> DuchoConfig:
 def check_semantics(config: DuchoConfig) -> None:
     """What types cannot say: unsupported backends and modalities, missing columns."""
     if config.audio is not None:
-        raise ConfigError("the audio modality is not supported yet by ducho-fast")
+        check_audio(config.audio)
     for modality, source, block in blocks(config):
         where = f"{modality}.{source}"
         for index, entry in enumerate(block.model):
+            if "pooling" in entry.model_fields_set and modality != "audio":
+                raise ConfigError(f"{where}.model[{index}].pooling applies to audio models only")
             if entry.backend == "tensorflow":
                 raise ConfigError(
                     f"{where}.model[{index}]: the tensorflow backend is not supported; "
@@ -377,6 +380,64 @@ def check_semantics(config: DuchoConfig) -> None:
                 value = getattr(block, key)
                 if not isinstance(value, dict) or set(value) != {"visual", "textual"}:
                     raise ConfigError(f"{where}.{key} must map visual and textual paths")
+
+
+# Ducho's torchaudio bundles and the transformers checkpoints with the same weights.
+TORCHAUDIO_CHECKPOINTS = {
+    "WAV2VEC2_BASE": "facebook/wav2vec2-base",
+    "WAV2VEC2_LARGE": "facebook/wav2vec2-large",
+    "WAV2VEC2_LARGE_LV60K": "facebook/wav2vec2-large-lv60",
+    "WAV2VEC2_XLSR53": "facebook/wav2vec2-large-xlsr-53",
+    "WAV2VEC2_ASR_BASE_960H": "facebook/wav2vec2-base-960h",
+    "WAV2VEC2_ASR_LARGE_960H": "facebook/wav2vec2-large-960h",
+    "WAV2VEC2_ASR_LARGE_LV60K_960H": "facebook/wav2vec2-large-960h-lv60-self",
+    "HUBERT_BASE": "facebook/hubert-base-ls960",
+    "HUBERT_LARGE": "facebook/hubert-large-ll60k",
+    "HUBERT_XLARGE": "facebook/hubert-xlarge-ll60k",
+    "HUBERT_ASR_LARGE": "facebook/hubert-large-ls960-ft",
+    "WAVLM_BASE": "microsoft/wavlm-base",
+    "WAVLM_BASE_PLUS": "microsoft/wavlm-base-plus",
+    "WAVLM_LARGE": "microsoft/wavlm-large",
+}
+
+
+def torchaudio_advice(model_name: str) -> str:
+    """What to use instead of a torchaudio pipeline (which needs torchaudio)."""
+    bundle = model_name.rsplit(".", 1)[-1].upper()
+    checkpoint = TORCHAUDIO_CHECKPOINTS.get(bundle)
+    instead = (
+        f"use backend: transformers with model_name: {checkpoint} (the same weights)"
+        if checkpoint
+        else "use backend: transformers with a Wav2Vec2, HuBERT, WavLM or Data2VecAudio "
+        "checkpoint (hub id or local folder)"
+    )
+    return (
+        f"{model_name!r} is a torchaudio pipeline; torchaudio has no release for the torch "
+        f"ducho-fast pins, so the torch backend cannot run audio: {instead}"
+    )
+
+
+def check_audio(block: ModalityBlock) -> None:
+    """Audio reads a folder of clips (`items`) through transformers encoders."""
+    if block.interactions is not None:
+        raise ConfigError("audio.interactions: audio has items only (a folder of clips)")
+    if block.items is None:
+        return
+    for key in ("input_path", "output_path"):
+        if not isinstance(getattr(block.items, key), str):
+            raise ConfigError(f"audio.items.{key} must be a folder path")
+    for index, entry in enumerate(block.items.model):
+        where = f"audio.items.model[{index}]"
+        if entry.backend == "torch":
+            raise ConfigError(f"{where}: {torchaudio_advice(entry.model_name)}")
+        if entry.backend != "transformers":
+            raise ConfigError(f"{where}: audio runs the transformers backend")
+        if entry.pooling == "none":
+            raise ConfigError(
+                f"{where}.pooling: none (Ducho's whole (1, T, D) frame sequence) is not "
+                "supported yet; ducho-fast saves each layer's (1, D) mean over the valid "
+                "frames (pooling: mean)"
+            )
 
 
 def blocks(config: DuchoConfig) -> list[tuple[str, str, SourceBlock]]:

@@ -45,7 +45,12 @@ from ducho_fast.resolve import check_model, is_artifact
 from ducho_fast.runtime.table import RuntimeChoice
 
 FAST_DIR = "ducho-fast"
-KINDS = {"visual": ("image",), "textual": ("text",), "visual_textual": ("image", "text")}
+KINDS = {
+    "visual": ("image",),
+    "textual": ("text",),
+    "visual_textual": ("image", "text"),
+    "audio": ("audio",),
+}
 PREPROCESSING_KEYS = ("reshape", "preprocessing", "mean", "std")
 
 
@@ -93,6 +98,8 @@ def model_folder(name: str, modality: str) -> str:
 
 
 def model_ref(entry: ModelEntry, kind: str, modality: str, trust_pickle: bool = False) -> ModelRef:
+    if kind == "audio":  # Ducho's integer output_layers index hidden_states: kept
+        return ModelRef(entry.model_name, task="audio", layers=entry.layers)
     task = "image" if kind == "image" else "text"
     if entry.backend == "torch":
         ref = torch_model_ref(entry, task)
@@ -233,13 +240,16 @@ class DuchoPlanner:
         safe = "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
         return out_root / STATE_HOME / safe
 
-    def image_pass(self, name: str, folder: Path, out_root: Path, entries) -> PassTask:
+    def image_pass(
+        self, name: str, folder: Path, out_root: Path, entries, kind: str = "image"
+    ) -> PassTask:
+        """A folder of files (images, or audio clips), decoded once for every model."""
         if not folder.is_dir():
-            raise ConfigError(f"{name}: image folder {folder} does not exist")
-        models = tuple(self.model_task(e, "image", out_root, name) for e in entries)
+            raise ConfigError(f"{name}: {kind} folder {folder} does not exist")
+        models = tuple(self.model_task(e, kind, out_root, name) for e in entries)
         return PassTask(
             name=name,
-            kind="image",
+            kind=kind,
             list_items=partial(list_images, folder, self.config.ducho_ids),
             models=models,
             state_dir=self.state_dir(out_root, name, *(m.label for m in models)),
@@ -297,6 +307,10 @@ class DuchoPlanner:
             return [
                 self.image_pass(name, folder, self.dataset / block.output_path, block.model)
             ], []
+        if modality == "audio":
+            assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
+            folder, out = self.dataset / block.input_path, self.dataset / block.output_path
+            return [self.image_pass(name, folder, out, block.model, kind="audio")], []
         if modality == "textual":
             assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
             lister = self.text_source(name, self.dataset / block.input_path, block, source)
@@ -450,7 +464,7 @@ def checked_plan(config: DuchoConfig, config_dir: Path) -> ExtractPlan:
     plan = plan_from(planner)
     if not plan.passes:
         raise ConfigError(
-            "the config has no visual, textual or visual_textual block with items or "
+            "the config has no visual, textual, audio or visual_textual block with items or "
             "interactions: nothing to extract"
         )
     check_models(planner)

@@ -106,6 +106,16 @@ class Encoder:
             texts = [texts]
         return self.encode("text", texts, batch_size, output)
 
+    def encode_audio(
+        self, clips: Any, batch_size: int = 16, output: str | None = None
+    ) -> np.ndarray:
+        """(N, D) float32 features, one row per clip (a file path, or a mono float waveform
+        at the model's sampling rate), in input order; one path or 1-D array is one row.
+        Long clips are windowed and pooled as `extract` does."""
+        if isinstance(clips, str | Path) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
+            clips = [clips]
+        return self.encode("audio", clips, batch_size, output)
+
 
 def load(artifact_dir: str | Path, choice: RuntimeChoice | None = None) -> Encoder:
     """Open a validated artifact (by default on ONNX Runtime at the artifact's precision);

@@ -78,6 +78,7 @@ def open_eager(ref: ModelRef, kind: str, choice: RuntimeChoice, index: int = 0) 
         fingerprint["item_shapes"] = {name: list(shape) for name, shape in shapes.items()}
     kind_of = modality(kind)
     feed = kind_of.eager_feed(tower, kind_of.feed_key(tower.preprocess, index))
+    session = kind_of.wrap_session(session, feed)
     return OpenModel(session, kind_of, feed, fingerprint, tower.output_names, shapes)
 
 
@@ -121,6 +122,7 @@ def open_artifact(
     fingerprint = artifact_fingerprint(manifest, graph, choice)
     outputs = tuple(o.name for o in graph.outputs)
     shapes = {name: tuple(shape) for name, shape in (graph.item_shapes or {}).items()}
+    session = modality(kind).wrap_session(session, feed)
     return OpenModel(session, modality(kind), feed, fingerprint, outputs, shapes)
 
 

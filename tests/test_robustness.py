@@ -180,9 +180,20 @@ def text_config(tmp_path: Path, model: str, **block) -> dict:
             lambda c: c["textual"]["items"]["model"][0].update(backend="tensorflow"),
             "tensorflow backend is not supported",
         ),
-        (lambda c: c.update(audio={"items": c["textual"]["items"]}), "audio modality"),
+        (
+            lambda c: c.update(
+                audio={
+                    "items": {
+                        "input_path": "clips",
+                        "output_path": "out",
+                        "model": [{"model_name": "WAV2VEC2_BASE", "backend": "torch"}],
+                    }
+                }
+            ),
+            "torchaudio pipeline",
+        ),
     ],
-    ids=["missing-model", "missing-column", "wrong-type", "tensorflow", "audio"],
+    ids=["missing-model", "missing-column", "wrong-type", "tensorflow", "audio-torchaudio"],
 )
 def test_bad_config_is_refused_before_running(change, message, tmp_path, tiny_st):
     config = text_config(tmp_path, str(tiny_st))

@@ -179,8 +179,8 @@ def write_texts(folder: Path) -> Path:
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(ConfigError, match=r"unknown modality 'audio'; use one of \['image'"):
-        modality("audio")
+    with pytest.raises(ConfigError, match=r"unknown modality 'video'; use one of \['image'"):
+        modality("video")
     with pytest.raises(ConfigError, match="unknown runtime 'tvm'; use one of"):
         runtime_spec("tvm")
     with pytest.raises(ConfigError, match=r"unknown output format 'hdf5'; use one of \['ducho'"):

@@ -1,4 +1,4 @@
-"""The Modality seam: everything that differs between images, texts (and later audio).
+"""The Modality seam: everything that differs between images, texts and audio.
 
 A modality says what its graphs take as input, how a tower is traced and validated, how the
 run's items become model input (decoded and preprocessed in workers, or tokenised) and how
@@ -118,6 +118,11 @@ class Modality(Protocol):
 
     def feed_key(self, spec: Any, index: int) -> str:
         """Models with equal keys in one pass share preprocessing (images of one size)."""
+        ...
+
+    def wrap_session(self, session: Any, feed: Feed) -> Any:
+        """The session the engine runs: the graph's own, or one that adapts the modality's
+        batches to it (audio: clips cut into windows, pooled back per clip)."""
         ...
 
     def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:

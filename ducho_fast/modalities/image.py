@@ -286,6 +286,9 @@ class ImageModality:
     def feed_key(self, spec: Any, index: int) -> str:
         return spec_key(spec)
 
+    def wrap_session(self, session: Any, feed: Feed) -> Any:
+        return session
+
     def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:
         """An even spread of the pass's images; files that do not decode (in `timeout_s`)
         are left out (the run records them)."""

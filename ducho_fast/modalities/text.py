@@ -191,6 +191,9 @@ class TextModality:
     def feed_key(self, spec: Any, index: int) -> str:
         return f"m{index}"  # each text model tokenises and length-sorts on its own
 
+    def wrap_session(self, session: Any, feed: Feed) -> Any:
+        return session
+
     def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:
         spread = items[:: max(len(items) // SAMPLE_TEXTS, 1)]
         return Sample(texts=tuple(i.text for i in spread if i.text)[:SAMPLE_TEXTS])

@@ -169,7 +169,10 @@ def load_dual_encoder(ref: ModelRef, path: Path | None) -> LoadedModel:
 
 
 def _is_hf_vision(ref: ModelRef, path: Path | None) -> bool:
-    return bool(read_config(path)) and (path / "preprocessor_config.json").is_file()  # type: ignore[operator]
+    if not read_config(path) or not (path / "preprocessor_config.json").is_file():  # type: ignore[operator]
+        return False
+    # An audio feature extractor (it has a sampling rate) belongs to models.hf_audio.
+    return "sampling_rate" not in json.loads((path / "preprocessor_config.json").read_text())  # type: ignore[operator]
 
 
 class HiddenLayers:

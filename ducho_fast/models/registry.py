@@ -174,4 +174,4 @@ def fingerprint_path(path: Path) -> str:
 
 def _import_families() -> None:
     """Import the modules whose decorators fill the registry (explicit, no star imports)."""
-    from ducho_fast.models import hf, torchvision_models  # noqa: F401
+    from ducho_fast.models import hf, hf_audio, torchvision_models  # noqa: F401

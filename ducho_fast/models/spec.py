@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # torch stays unimported on the ONNX Runtime path (start-up t
 from ducho_fast.core.errors import ModelLoadError
 from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
 
-Task = Literal["auto", "image", "text", "image-text"]
+Task = Literal["auto", "image", "text", "image-text", "audio"]
 
 
 @dataclass(frozen=True)

@@ -153,3 +153,49 @@ def save_hf_vit(folder: Path, seed: int = 0) -> Path:
     ViTModel(config).eval().save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+AUDIO_CONFIGS = {
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+    "hubert": ("HubertConfig", "HubertModel"),
+    "wavlm": ("WavLMConfig", "WavLMModel"),
+    "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+}
+
+
+def save_audio_encoder(
+    folder: Path,
+    model_type: str = "wav2vec2",
+    norm: str = "layer",
+    size: str = "tiny",
+    seed: int = 0,
+) -> Path:
+    """A waveform encoder with its feature extractor. `norm="group"` is wav2vec2-base's
+    group-normalised feature encoder, whose extractor gives no attention mask; `"layer"` is
+    the large models' (masked). `size="base"`: wav2vec2-base's dimensions (bench timings)."""
+    import transformers
+
+    config_name, model_name = AUDIO_CONFIGS[model_type]
+    torch.manual_seed(seed)
+    if size == "base":
+        dims: dict = {}  # the config's defaults are wav2vec2-base's
+    else:  # 320 samples a frame (as real models): 50 frames a second at 16 kHz
+        dims = {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "conv_dim": (16, 16, 16, 16),
+            "conv_kernel": (10, 8, 8, 8),
+            "conv_stride": (5, 4, 4, 4),
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        }
+    config = getattr(transformers, config_name)(
+        **dims, feat_extract_norm=norm, do_stable_layer_norm=norm == "layer"
+    )
+    getattr(transformers, model_name)(config).eval().save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(
+        sampling_rate=16000, do_normalize=True, return_attention_mask=norm == "layer"
+    ).save_pretrained(folder)
+    return folder

@@ -1,0 +1,489 @@
+"""The audio modality: files decoded, mixed to mono and resampled in worker processes, cut
+into windows, and pooled per clip to one vector per layer.
+
+Graph inputs are a batch of windows (`input_values` float32 (W, T), zero-padded, and its
+`attention_mask`); each graph output is the layer's frames mean-pooled over the window's
+valid (unpadded) frames, (W, D). The session the engine runs (`WindowedSession`) takes the
+windows of a batch of clips plus `window_item` (which clip each window belongs to), runs them
+in bounded chunks (equal-length groups for models that take no mask) and pools each clip's
+windows weighted by their frame counts, so every clip gets one (1, D) row.
+
+Windows: a clip up to `window_s` is one window (its features are the model's on the whole
+clip). A longer clip is cut into windows of exactly `window_s`, starting every
+`window_s - overlap_s` seconds, the last one ending at the clip's end; frames covered by two
+windows count once per window. Memory per graph call is bounded by `CALL_SECONDS` of padded
+audio, whatever the clip's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ducho_fast.core.audio import RESAMPLER, AudioDecodeError, decode_audio
+from ducho_fast.core.metrics import StageTimer
+from ducho_fast.core.options import PipelineOptions
+from ducho_fast.core.pool import decoded_batches
+from ducho_fast.core.records import Batch, Failure, Item, Shard
+from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample
+from ducho_fast.modalities.image import WORKER_DIED, within
+
+SAMPLE_CLIPS = 16
+CALL_SECONDS = 60.0  # padded audio per graph call: bounds memory for clips of any length
+VALIDATION_SECONDS = (0.5, 3.7, 10.0)
+
+
+@dataclass(frozen=True)
+class AudioPreprocessSpec:
+    """How a waveform becomes graph input: the model's rate, its feature extractor's
+    normalisation, whether padded batches with an attention mask keep each clip's features
+    (`masked`; else the model gets no mask and runs equal-length batches only), its
+    convolutional frame geometry, and the windows."""
+
+    sampling_rate: int
+    normalize: bool
+    masked: bool
+    conv_kernels: tuple[int, ...]
+    conv_strides: tuple[int, ...]
+    window_s: float = 20.0
+    overlap_s: float = 2.0
+    resampler: str = RESAMPLER
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conv_kernels", tuple(int(k) for k in self.conv_kernels))
+        object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
+        if not 0 <= self.overlap_s < self.window_s:
+            raise ValueError("audio windows need 0 <= overlap_s < window_s")
+
+    def to_dict(self) -> dict:
+        return {
+            "sampling_rate": self.sampling_rate,
+            "normalize": self.normalize,
+            "masked": self.masked,
+            "conv_kernels": list(self.conv_kernels),
+            "conv_strides": list(self.conv_strides),
+            "window_s": self.window_s,
+            "overlap_s": self.overlap_s,
+            "resampler": self.resampler,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AudioPreprocessSpec:
+        return cls(
+            int(data["sampling_rate"]),
+            bool(data["normalize"]),
+            bool(data["masked"]),
+            tuple(data["conv_kernels"]),
+            tuple(data["conv_strides"]),
+            float(data["window_s"]),
+            float(data["overlap_s"]),
+            str(data.get("resampler", RESAMPLER)),
+        )
+
+    @property
+    def window(self) -> int:
+        return round(self.window_s * self.sampling_rate)
+
+    @property
+    def hop(self) -> int:
+        return self.window - round(self.overlap_s * self.sampling_rate)
+
+    def frames(self, samples: np.ndarray | int) -> np.ndarray:
+        """Frames the convolutional encoder makes of `samples` (the models' own formula)."""
+        length = np.asarray(samples, dtype=np.int64)
+        for kernel, stride in zip(self.conv_kernels, self.conv_strides, strict=True):
+            length = np.floor_divide(length - kernel, stride) + 1
+        return length
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input that gives one frame (the encoder's receptive field)."""
+        size = 1
+        for kernel, stride in reversed(
+            list(zip(self.conv_kernels, self.conv_strides, strict=True))
+        ):
+            size = (size - 1) * stride + kernel
+        return size
+
+
+def window_bounds(samples: int, spec: AudioPreprocessSpec) -> list[tuple[int, int]]:
+    """[start, end) of each window: the whole clip, or windows of exactly `spec.window`."""
+    size = spec.window
+    if samples <= size:
+        return [(0, samples)]
+    starts = [*range(0, samples - size, spec.hop), samples - size]
+    return [(start, start + size) for start in starts]
+
+
+def normalize(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance: the transformers feature extractors' `do_normalize`."""
+    return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+
+
+def clip_windows(wave: np.ndarray, spec: AudioPreprocessSpec) -> list[np.ndarray]:
+    """A decoded clip as the model's input windows; too short a clip is an error."""
+    if len(wave) < spec.min_samples:
+        raise AudioDecodeError(
+            f"too short: {len(wave)} samples at {spec.sampling_rate} Hz; the model needs at "
+            f"least {spec.min_samples} ({spec.min_samples / spec.sampling_rate * 1000:.0f} ms)"
+        )
+    windows = [wave[start:end] for start, end in window_bounds(len(wave), spec)]
+    prepared = [normalize(w) if spec.normalize else w for w in windows]
+    return [np.ascontiguousarray(w, dtype=np.float32) for w in prepared]
+
+
+def pad_windows(windows: Sequence[np.ndarray]) -> Inputs:
+    """Graph input: windows zero-padded to the longest, and which samples are real."""
+    longest = max(len(w) for w in windows)
+    values = np.zeros((len(windows), longest), np.float32)
+    mask = np.zeros((len(windows), longest), np.int64)
+    for row, window in enumerate(windows):
+        values[row, : len(window)] = window
+        mask[row, : len(window)] = 1
+    return {"input_values": values, "attention_mask": mask}
+
+
+def batch_inputs(per_item: Sequence[Sequence[np.ndarray]]) -> Inputs:
+    """The windows of several clips as one input set, with the clip of each window."""
+    windows = [w for item in per_item for w in item]
+    owners = np.repeat(np.arange(len(per_item)), [len(item) for item in per_item])
+    return {**pad_windows(windows), "window_item": owners.astype(np.int64)}
+
+
+# --- the session the engine runs ------------------------------------------------------------
+
+
+def call_groups(lengths: np.ndarray, masked: bool, budget: int) -> list[np.ndarray]:
+    """Windows (indices) per graph call: equal lengths only for a model without a mask (a
+    group-normalised encoder changes with padding), at most `budget` padded samples a call."""
+    order = np.argsort(-lengths, kind="stable")
+    keys = np.zeros_like(lengths) if masked else lengths
+    groups: list[np.ndarray] = []
+    for key in dict.fromkeys(keys[order].tolist()):
+        members = order[keys[order] == key]
+        start = 0
+        while start < len(members):
+            longest = int(lengths[members[start]])
+            count = max(1, budget // max(longest, 1))
+            groups.append(members[start : start + count])
+            start += count
+    return groups
+
+
+class WindowedSession:
+    """Clips in, one pooled row per clip out, over a session that runs windows (see module
+    docstring)."""
+
+    def __init__(self, inner: Any, spec: AudioPreprocessSpec):
+        self.inner = inner
+        self.spec = spec
+        self.input_names = ("input_values", "attention_mask", "window_item")
+        self.output_names = tuple(inner.output_names)
+        self.budget = round(CALL_SECONDS * spec.sampling_rate)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values, mask = inputs["input_values"], inputs["attention_mask"]
+        owners = np.asarray(inputs["window_item"], dtype=np.int64)
+        lengths = mask.sum(axis=1)
+        per_window: dict[str, np.ndarray] = {}
+        for group in call_groups(lengths, self.spec.masked, self.budget):
+            longest = int(lengths[group].max())
+            chunk = {
+                "input_values": np.ascontiguousarray(values[group, :longest]),
+                "attention_mask": np.ascontiguousarray(mask[group, :longest]),
+            }
+            for name, array in self.inner.run(chunk).items():
+                out = per_window.setdefault(name, np.zeros((len(values), array.shape[1]), "f4"))
+                out[group] = array
+        return {
+            name: pool(array, owners, self.spec.frames(lengths))
+            for name, array in per_window.items()
+        }
+
+
+def pool(per_window: np.ndarray, owners: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Each clip's windows averaged with their frame counts as weights; a clip of one window
+    keeps that window's row exactly."""
+    clips = int(owners.max()) + 1 if len(owners) else 0
+    weights = frames.astype(np.float64)
+    total = np.zeros((clips, per_window.shape[1]), np.float64)
+    np.add.at(total, owners, per_window.astype(np.float64) * weights[:, None])
+    pooled = (total / np.bincount(owners, weights, clips)[:, None]).astype(np.float32)
+    single = np.bincount(owners, minlength=clips) == 1
+    pooled[single] = per_window[np.searchsorted(owners, np.flatnonzero(single))]
+    return pooled
+
+
+# --- decoding in workers ---------------------------------------------------------------------
+
+
+class AudioDataset:
+    """Map-style dataset for the decode workers: decode once per rate, window per spec."""
+
+    def __init__(
+        self, items: Sequence[Item], specs: Mapping[str, AudioPreprocessSpec], timeout_s: float
+    ):
+        self.items = list(items)
+        self.specs = dict(specs)
+        self.timeout_s = timeout_s
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> tuple[int, dict | None, Failure | None, dict]:
+        item = self.items[position]
+        timings: dict[str, float] = {}
+        stage = ["decode"]
+
+        def prepare() -> dict[str, list[np.ndarray]]:
+            start = time.perf_counter()
+            waves: dict[int, np.ndarray] = {}
+            for spec in self.specs.values():
+                if spec.sampling_rate not in waves:
+                    waves[spec.sampling_rate] = decode_audio(item.path, spec.sampling_rate)
+            timings["read_decode"] = time.perf_counter() - start
+            stage[0] = "preprocess"
+            start = time.perf_counter()
+            windows = {k: clip_windows(waves[s.sampling_rate], s) for k, s in self.specs.items()}
+            timings["preprocess"] = time.perf_counter() - start
+            return windows
+
+        try:
+            windows = within(self.timeout_s, prepare)
+        except Exception as exc:  # every bad file is recorded, none stops the run
+            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return position, None, Failure(item.item_id, item.path, stage[0], message), {}
+        return position, windows, None, timings
+
+    def died(self, position: int) -> tuple[int, None, Failure, dict]:
+        item = self.items[position]
+        return position, None, Failure(item.item_id, item.path, "decode", WORKER_DIED), {}
+
+
+def collate_audio(samples: list) -> tuple[list[int], dict, list[Failure], dict[str, float]]:
+    positions, failures, per_key = [], [], {}
+    timings = {"read_decode": 0.0, "preprocess": 0.0}
+    for position, windows, failure, sample_timings in samples:
+        for stage, seconds in sample_timings.items():
+            timings[stage] += seconds
+        if failure is not None:
+            failures.append(failure)
+            continue
+        positions.append(position)
+        for key, item_windows in windows.items():
+            per_key.setdefault(key, []).append(item_windows)
+    inputs = {key: batch_inputs(per_item) for key, per_item in per_key.items()}
+    return positions, inputs, failures, timings
+
+
+def audio_batches(
+    items: Sequence[Item],
+    specs: Mapping[str, AudioPreprocessSpec],
+    shards: Sequence[Shard],
+    options: PipelineOptions,
+    timer: StageTimer,
+) -> Iterator[Batch]:
+    """Batches of clips' windows, decoded by worker processes (or inline), in order."""
+    plan = []
+    for shard in shards:
+        chunks = [
+            list(shard.positions[i : i + options.batch_size])
+            for i in range(0, len(shard.positions), options.batch_size)
+        ]
+        plan += [(shard.index, chunk, n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
+    if not plan:
+        return
+    workers = options.workers if options.pipelined else 0
+    dataset = AudioDataset(items, specs, options.item_timeout_s)
+    loader = decoded_batches(
+        dataset,
+        [chunk for _, chunk, _ in plan],
+        collate_audio,
+        workers,
+        read_ahead=max(workers, 1) * options.prefetch_batches,
+        died=dataset.died,
+    )
+    for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
+        for stage, seconds in timings.items():
+            timer.add(stage, seconds / max(workers, 1))
+        yield Batch(shard, positions, inputs, failures, last)
+
+
+# --- validation and calibration inputs ------------------------------------------------------
+
+
+def synthetic_wave(seconds: float, rate: int, seed: int) -> np.ndarray:
+    """Speech-like test signal: a few harmonics with a wandering pitch, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    pitch = 120 + 60 * np.sin(2 * np.pi * rng.uniform(0.3, 2.0) * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    wave = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.2
+    return (wave + rng.normal(0, 0.02, len(t))).astype(np.float32)
+
+
+def sample_waves(spec: AudioPreprocessSpec, sample: Sample) -> list[np.ndarray]:
+    waves = []
+    for path in sample.get("audio"):
+        try:
+            waves.append(decode_audio(path, spec.sampling_rate))
+        except Exception:  # a file that does not decode is left out of the sample
+            continue
+    return waves
+
+
+def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
+    return np.resize(wave, samples) if len(wave) < samples else wave[:samples]
+
+
+def case_inputs(
+    spec: AudioPreprocessSpec, waves: Sequence[np.ndarray], seconds: float, batch: int, seed: int
+) -> Inputs:
+    """`batch` windows of about `seconds` (mixed lengths where the model takes a mask, so
+    padding is exercised; equal lengths where it does not), from the user's clips or
+    synthetic ones."""
+    rate = spec.sampling_rate
+    windows = []
+    for row in range(batch):
+        shrink = 1.0 - 0.4 * row / max(batch, 1) if spec.masked else 1.0
+        samples = max(round(seconds * rate * shrink), spec.min_samples)
+        source = (
+            waves[(seed + row) % len(waves)] if waves else synthetic_wave(seconds, rate, seed + row)
+        )
+        window = fit_length(source, samples)
+        windows.append(normalize(window) if spec.normalize else window)
+    return pad_windows([np.asarray(w, np.float32) for w in windows])
+
+
+def audio_cases(spec: AudioPreprocessSpec, sample: Sample) -> list[tuple[str, Inputs]]:
+    waves = sample_waves(spec, sample)
+    source = ",sample clips" if waves else ""
+    cases = []
+    for n, seconds in enumerate(VALIDATION_SECONDS):
+        for batch in (1, 3):
+            inputs = case_inputs(spec, waves, seconds, batch, seed=10 * n + batch)
+            cases.append((f"batch={batch},len={seconds:g}s{source}", inputs))
+    inputs = case_inputs(spec, waves, VALIDATION_SECONDS[0], 17, seed=99)
+    cases.append((f"batch=17,len={VALIDATION_SECONDS[0]:g}s{source}", inputs))
+    return cases
+
+
+def spec_key(spec: AudioPreprocessSpec) -> str:
+    text = json.dumps(spec.to_dict(), sort_keys=True)
+    return "a" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def payload_windows(payload: Any, spec: AudioPreprocessSpec) -> list[np.ndarray]:
+    """A path (decoded), or a mono waveform already at the model's rate."""
+    if isinstance(payload, (str, Path)):
+        wave = decode_audio(payload, spec.sampling_rate)
+    else:
+        wave = np.asarray(payload, dtype=np.float32).reshape(-1)
+    return clip_windows(wave, spec)
+
+
+class AudioModality:
+    name = "audio"
+    input_names = ("input_values", "attention_mask")
+    starts_early = True
+    holds_out_sample = True
+
+    def input_axes(self) -> dict[str, dict[int, str]]:
+        return {name: {0: "batch", 1: "time"} for name in self.input_names}
+
+    def spec_from_dict(self, data: Mapping[str, Any]) -> AudioPreprocessSpec:
+        return AudioPreprocessSpec.from_dict(data)
+
+    def example_inputs(self, tower: Any) -> Inputs:
+        spec: AudioPreprocessSpec = tower.preprocess
+        rate = spec.sampling_rate
+        inputs = pad_windows([synthetic_wave(1.0, rate, 0), synthetic_wave(1.0, rate, 1)])
+        if spec.masked:  # a padded row, so the mask's path is traced
+            inputs["input_values"][1, rate // 2 :] = 0
+            inputs["attention_mask"][1, rate // 2 :] = 0
+        return inputs
+
+    def validation_cases(self, tower: Any, sample: Sample) -> list[tuple[str, Inputs]]:
+        """0.5 s, 3.7 s and 10 s at batch 1 and 3, and 17 short clips."""
+        return audio_cases(tower.preprocess, sample)
+
+    def artifact_cases(self, feed: Feed, sample: Sample) -> list[tuple[str, Inputs]]:
+        return audio_cases(feed.prepare, sample)
+
+    def calibration_batches(self, tower: Any, sample: Sample) -> list[Inputs]:
+        spec: AudioPreprocessSpec = tower.preprocess
+        firsts = [
+            clip_windows(w, spec)[0]
+            for w in sample_waves(spec, sample)
+            if len(w) >= spec.min_samples
+        ]
+        cut = [w[: round(10 * spec.sampling_rate)] for w in firsts]
+        if not spec.masked:
+            return [pad_windows([w]) for w in cut]
+        return [pad_windows(cut[i : i + 4]) for i in range(0, len(cut), 4)]
+
+    def save_processor(self, tower: Any, folder: Path) -> str | None:
+        return None  # the spec in the manifest is all an audio graph needs
+
+    def eager_feed(self, tower: Any, key: str) -> Feed:
+        return Feed(key, tower.preprocess)
+
+    def artifact_feed(self, folder: Path, processor_dir: str | None, spec: Any, key: str) -> Feed:
+        return Feed(key, spec)
+
+    def feed_key(self, spec: Any, index: int) -> str:
+        return spec_key(spec)
+
+    def wrap_session(self, session: Any, feed: Feed) -> Any:
+        return WindowedSession(session, feed.prepare)
+
+    def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:
+        """An even spread of the pass's clips that decode (in `timeout_s`)."""
+        usable = []
+        for item in items[:: max(len(items) // SAMPLE_CLIPS, 1)][:SAMPLE_CLIPS]:
+            try:
+                within(timeout_s, partial(decode_audio, item.path, 16000))
+            except Exception:  # any file that does not decode is just left out of the sample
+                continue
+            usable.append(Path(item.path))
+        return Sample(other=(("audio", tuple(usable)),))
+
+    def sweep_inputs(self, feed: Feed, items: Sequence[Item]) -> MakeInputs:
+        """Clips as long as the run's own (the median of a few), one window each."""
+        spec: AudioPreprocessSpec = feed.prepare
+        lengths = []
+        for item in items[:: max(len(items) // 8, 1)][:8]:
+            try:
+                lengths.append(len(payload_windows(item.path, spec)[0]))
+            except Exception:  # only a timing input: unreadable clips are skipped
+                continue
+        seconds = float(np.median(lengths)) / spec.sampling_rate if lengths else 5.0
+        window = clip_windows(synthetic_wave(seconds, spec.sampling_rate, 0), spec)[0]
+        return lambda size: batch_inputs([[window]] * size)
+
+    def batches(
+        self,
+        items: Sequence[Item],
+        feeds: Mapping[str, Feed],
+        shards: Sequence[Shard],
+        options: PipelineOptions,
+        timer: StageTimer,
+    ) -> Iterator[Batch]:
+        specs = {key: feed.prepare for key, feed in feeds.items()}
+        return audio_batches(items, specs, shards, options, timer)
+
+    def encode_batches(
+        self, feed: Feed, payloads: Sequence[Any], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, Inputs]]:
+        for start in range(0, len(payloads), batch_size):
+            chunk = payloads[start : start + batch_size]
+            per_item = [payload_windows(p, feed.prepare) for p in chunk]
+            yield np.arange(start, start + len(chunk)), batch_inputs(per_item)
