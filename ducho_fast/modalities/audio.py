@@ -31,9 +31,8 @@ import numpy as np
 from ducho_fast.core.audio import RESAMPLER, AudioDecodeError, decode_audio
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.pool import decoded_batches
 from ducho_fast.core.records import Batch, Failure, Item, Shard
-from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample
+from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample, worker_batches
 from ducho_fast.modalities.image import WORKER_DIED, within
 
 SAMPLE_CLIPS = 16
@@ -292,29 +291,8 @@ def audio_batches(
     timer: StageTimer,
 ) -> Iterator[Batch]:
     """Batches of clips' windows, decoded by worker processes (or inline), in order."""
-    plan = []
-    for shard in shards:
-        chunks = [
-            list(shard.positions[i : i + options.batch_size])
-            for i in range(0, len(shard.positions), options.batch_size)
-        ]
-        plan += [(shard.index, chunk, n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
-    if not plan:
-        return
-    workers = options.workers if options.pipelined else 0
     dataset = AudioDataset(items, specs, options.item_timeout_s)
-    loader = decoded_batches(
-        dataset,
-        [chunk for _, chunk, _ in plan],
-        collate_audio,
-        workers,
-        read_ahead=max(workers, 1) * options.prefetch_batches,
-        died=dataset.died,
-    )
-    for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
-        for stage, seconds in timings.items():
-            timer.add(stage, seconds / max(workers, 1))
-        yield Batch(shard, positions, inputs, failures, last)
+    return worker_batches(dataset, collate_audio, shards, options, timer)
 
 
 # --- validation and calibration inputs ------------------------------------------------------

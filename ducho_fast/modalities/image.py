@@ -23,9 +23,15 @@ from PIL import Image
 from ducho_fast.core.image import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.pool import decoded_batches
 from ducho_fast.core.records import Batch, Failure, Item, Shard
-from ducho_fast.modalities.base import BATCH_SIZES, Feed, Inputs, MakeInputs, Sample
+from ducho_fast.modalities.base import (
+    BATCH_SIZES,
+    Feed,
+    Inputs,
+    MakeInputs,
+    Sample,
+    worker_batches,
+)
 
 SAMPLE_IMAGES = 32
 T = TypeVar("T")
@@ -156,41 +162,9 @@ def image_batches(
     options: PipelineOptions,
     timer: StageTimer,
 ) -> Iterator[Batch]:
-    """Batches of uint8 pixels, decoded by worker processes (or inline), in order. Not a
-    generator itself: the decode workers start on this call, in the caller's thread (see
-    `core.pool`), not in the thread that later reads the batches."""
-    plan = []
-    for shard in shards:
-        chunks = [
-            list(shard.positions[i : i + options.batch_size])
-            for i in range(0, len(shard.positions), options.batch_size)
-        ]
-        plan += [(shard.index, chunk, n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
-    if not plan:
-        return iter(())
-    workers = options.workers if options.pipelined else 0
+    """Batches of uint8 pixels, decoded by worker processes (or inline), in order."""
     dataset = ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft)
-    loader = decoded_batches(
-        dataset,
-        [chunk for _, chunk, _ in plan],
-        collate_images,
-        workers,
-        read_ahead=max(workers, 1) * options.prefetch_batches,
-        died=dataset.died,
-    )
-    return planned_batches(plan, loader, max(workers, 1), timer)
-
-
-def planned_batches(
-    plan: Sequence[tuple[int, list[int], bool]],
-    loader: Iterator[Any],
-    workers: int,
-    timer: StageTimer,
-) -> Iterator[Batch]:
-    for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
-        for stage, seconds in timings.items():
-            timer.add(stage, seconds / workers)
-        yield Batch(shard, positions, inputs, failures, last)
+    return worker_batches(dataset, collate_images, shards, options, timer)
 
 
 def synthetic_images(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
