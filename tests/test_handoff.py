@@ -234,3 +234,38 @@ def test_cli_handoff(outputs, interactions, tmp_path):
     assert "5 users, 11 items" in result.output and "missing-features.tsv" in result.output
     bad = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "d"), "--format", "lenskit"])
     assert bad.exit_code == 1 and "unknown hand-off format 'lenskit'" in bad.output
+
+
+@pytest.mark.parametrize("value", ["", "nan", "inf", "NaT"])
+def test_blank_or_non_finite_times_are_errors_naming_the_line(value, tmp_path):
+    """A blank time parsed as NaT sorted first (into train) and a NaN one poisoned decayed
+    user means; both now stop with the file and line."""
+    from ducho_fast.handoff.interactions import parse_time
+
+    with pytest.raises(InputError, match=r"line 7: time"):
+        parse_time(value, tmp_path / "x.csv", 7)
+    assert parse_time("2026-12-02T00:00:00", tmp_path / "x.csv", 1) == 1796169600.0
+
+
+def test_a_stale_parquet_beside_compact_is_refused(outputs, tmp_path):
+    """compact and parquet share a folder: a rerun writing only one leaves the other stale,
+    and handing off the stale one would be silently wrong."""
+    import shutil
+
+    compact = next(f for f, kind in find_outputs(outputs) if kind == "compact")
+    copy = tmp_path / "copy"
+    shutil.copytree(compact, copy)
+    load_features(copy)  # equal: fine
+    rows = np.load(copy / "features.npy")
+    np.save(copy / "features.npy", rows[::-1].copy())
+    (copy / "ids.txt").write_text("\n".join(reversed((copy / "ids.txt").read_text().split())))
+    with pytest.raises(InputError, match="features.npy and features.parquet differ"):
+        load_features(copy)
+
+
+def test_an_output_where_every_item_failed_reads_as_empty(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    np.save(folder / "features.npy", np.zeros((0, 0), np.float32))
+    (folder / "ids.txt").write_text("")
+    assert read_output(folder, "compact").features.shape == (0, 0)

@@ -288,3 +288,9 @@ def test_each_block_is_one_model_batch_so_batches_spread_over_the_actors():
         (5, [7, 8, 9]),
     ]
     assert blocks[0]["id"] == ["i0", "i1", "i2"] and blocks[0]["text"] == [None] * 3
+
+
+def test_more_actors_than_gpus_share_them():
+    """Whole GPUs each would leave actors beyond the GPU count unplaced: the run would wait."""
+    shared = plan_pool({"CPU": 8.0, "GPU": 1.0}, 4, 0)
+    assert (shared.actors, shared.gpus) == (4, 0.25)

@@ -10,6 +10,7 @@ first): 1 interaction -> train; 2 -> train, test; 3 -> one of each; 10 -> 8, 1, 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +68,19 @@ def read_interactions(
 
 
 def parse_time(value: str, path: Path, line: int) -> float:
-    """A number (a unix time, a day count) or an ISO date/time."""
+    """A number (a unix time, a day count) or an ISO date/time; a blank, NaN, infinite or
+    not-a-time value is an error (it would sort first, into train, and poison decayed means)."""
     try:
-        return float(value)
+        parsed = float(value)
     except ValueError:
-        pass
-    try:
-        return np.datetime64(value, "s").astype(np.int64).astype(float)
-    except ValueError:
-        raise InputError(
-            f"{path} line {line}: time {value!r} is neither a number nor an ISO date"
-        ) from None
+        try:
+            moment = np.datetime64(value, "s")
+        except ValueError:
+            moment = np.datetime64("NaT")
+        parsed = float("nan") if np.isnat(moment) else float(moment.astype(np.int64))
+    if not math.isfinite(parsed):
+        raise InputError(f"{path} line {line}: time {value!r} is neither a number nor an ISO date")
+    return parsed
 
 
 def split_rows(

@@ -72,7 +72,8 @@ def read_output(folder: Path, kind: str) -> FeatureSet:
         rows = np.load(folder / "features.npy").astype(np.float32, copy=False)
         manifest = folder / "manifest.json"
         meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
-        return checked(FeatureSet(folder, kind, ids, rows.reshape(len(rows), -1), meta))
+        flat = rows.reshape(len(rows), -1) if rows.size else rows.reshape(len(rows), 0)
+        return checked(FeatureSet(folder, kind, ids, flat, meta))
     if kind == "parquet":
         ids, rows, meta = read_parquet(folder / PARQUET_FILE)
         return checked(FeatureSet(folder, kind, tuple(ids), rows, meta))
@@ -122,7 +123,22 @@ def load_features(path: Path) -> FeatureSet:
         raise ConfigError(
             f"{path} holds {len(picked)} outputs ({listed}); give the folder of one of them"
         )
-    return read_output(*picked[0])
+    chosen = read_output(*picked[0])
+    if chosen.kind == "compact" and "parquet" in layouts_of(chosen.folder):
+        check_same(chosen, read_output(chosen.folder, "parquet"))
+    return chosen
+
+
+def check_same(compact: FeatureSet, parquet: FeatureSet) -> None:
+    """Compact and parquet share a folder; a run with only one of them leaves the other as
+    an earlier run wrote it. Reading the stale one would hand off old features: refuse."""
+    same = compact.ids == parquet.ids and np.array_equal(compact.features, parquet.features)
+    if not same:
+        raise InputError(
+            f"{compact.folder}: features.npy and features.parquet differ (one is left from an "
+            "earlier run with another output_format): delete the stale one, or rerun with "
+            "--output-format compact,parquet"
+        )
 
 
 def delimiter_of(path: Path, head: str) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ducho_fast.core import log as logs
-from ducho_fast.core.errors import ExtractionError
+from ducho_fast.core.errors import ConfigError, ExtractionError
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Batch, Item, Shard
@@ -64,8 +64,10 @@ class GpusExecutor:
 
     def run(self, prepared: PreparedPass, progress: bool) -> None:
         gpus = prepared.engine.gpus
-        if not gpus or not prepared.shards:
+        if not prepared.shards:
             return
+        if not gpus:  # returning would finish the pass with nothing extracted, exit 0
+            raise ConfigError(f"{prepared.name}: the gpus engine needs a GPU list (--gpus 0,1)")
         if prepared.reopen is None:
             raise ExtractionError(f"{prepared.name}: one process per GPU needs a reopenable pass")
         context = multiprocessing.get_context("spawn")

@@ -76,7 +76,9 @@ def plan_pool(resources: Mapping[str, float], workers: int | None, threads: int)
     threads = threads or max(1, int(cpus) // workers)
     spare = cpus - DECODE_CPUS if cpus > DECODE_CPUS else cpus / 2
     share = min(float(threads), spare / workers)
-    return Pool(workers, threads, round(max(share, 0.01), 2), 1.0 if gpus else 0.0)
+    # more actors than GPUs share them (whole GPUs each would leave the extra ones unplaced)
+    gpus_each = min(1.0, gpus / workers) if gpus else 0.0
+    return Pool(workers, threads, round(max(share, 0.01), 2), gpus_each)
 
 
 class RayExecutor:
@@ -100,19 +102,20 @@ class RayExecutor:
                 ray.shutdown()
             return
         folder = tempfile.mkdtemp(prefix="ducho-fast-ray-")  # short: Ray's sockets live there
-        start = time.perf_counter()
-        ray.init(
-            num_cpus=os.cpu_count() or 1,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            _temp_dir=folder,
-        )
-        log.info("local Ray started in %.1f s (%s)", time.perf_counter() - start, folder)
         try:
+            start = time.perf_counter()
+            ray.init(
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                _temp_dir=folder,
+            )
+            log.info("local Ray started in %.1f s (%s)", time.perf_counter() - start, folder)
             yield
         finally:
-            ray.shutdown()
+            if ray.is_initialized():
+                ray.shutdown()
             shutil.rmtree(folder, ignore_errors=True)
 
     def run(self, prepared: PreparedPass, progress: bool) -> None:
