@@ -259,7 +259,7 @@ def test_a_stale_parquet_beside_compact_is_refused(outputs, tmp_path):
     rows = np.load(copy / "features.npy")
     np.save(copy / "features.npy", rows[::-1].copy())
     (copy / "ids.txt").write_text("\n".join(reversed((copy / "ids.txt").read_text().split())))
-    with pytest.raises(InputError, match="features.npy and features.parquet differ"):
+    with pytest.raises(InputError, match=r"features\.npy and features\.parquet differ"):
         load_features(copy)
 
 
