@@ -27,6 +27,7 @@ from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.cli import main
 from ducho_fast.core.errors import ExtractionError, OutputError
 from ducho_fast.engine.state import read_failures
+from ducho_fast.modalities.files import WORKER_DIED
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = RunOptions(progress=False, shard_size=32, item_timeout=5)
@@ -93,7 +94,7 @@ def test_a_killed_worker_costs_only_the_item_that_kills_it(
     options = RunOptions(progress=False, shard_size=4, workers=2)
     result, ids, features = run_images(tiny_clip, folder, tmp_path / "out", options, batch_size=2)
     assert (markers / "kill-once.png").exists()  # a worker really died on it
-    assert failures_by_id(tmp_path / "out") == {"kill-always": image_modality.WORKER_DIED}
+    assert failures_by_id(tmp_path / "out") == {"kill-always": WORKER_DIED}
     assert sorted(ids) == sorted([p.stem for p in photos] + ["kill-once"])
     # the retried items' features are those of a run in which no worker died
     _, inline_ids, inline = run_images(

@@ -114,33 +114,29 @@ def kind_table(kind: str, data: dict[str, Any], batch: str) -> list[str]:
             if other in fig.get("ratio_to_other_baselines", {})
         )
         lines.append(f"\nEnd to end (command) against {other}: {ratios}.")
-    peer_ratios = [
-        f"{name} {fmt(fig['ratio_to_fastest_peer'], 2)}x ({fig['fastest_peer']})"
-        for name, fig in e2e.items()
-        if "ratio_to_fastest_peer" in fig
-    ]
-    if peer_ratios:
-        lines.append(
-            "\nEnd to end (command) against the fastest peer of at least equal fidelity: "
-            + ", ".join(peer_ratios)
-            + "."
-        )
-    fp32_ratios = [
-        f"{name} {fmt(fig['ratio_to_fastest_fp32_peer'], 2)}x ({fig['fastest_fp32_peer']})"
-        for name, fig in e2e.items()
-        if "ratio_to_fastest_fp32_peer" in fig
-    ]
-    if fp32_ratios:
-        lines.append(
-            "\nfp32 end to end (command) against the fastest peer computing in fp32: "
-            + ", ".join(fp32_ratios)
-            + "."
-        )
+    for prefix, against in PEER_RATIOS:
+        ratios = [f"{n} {v}" for n, fig in e2e.items() if (v := versus(fig, prefix))]
+        if ratios:
+            lines.append(f"\n{against}: " + ", ".join(ratios) + ".")
     for name, reason in data["skipped"].items():
         lines.append(f"\nSkipped {name}: {reason}")
     if "peers" in data:
         lines += ["", *peers_table(kind, data["peers"])]
     return [*lines, ""]
+
+
+# (key prefix, sentence): each ducho-fast command against the peer its ratio was taken to
+PEER_RATIOS = (
+    ("", "End to end (command) against the fastest peer of at least equal fidelity"),
+    ("fp32_", "fp32 end to end (command) against the fastest peer computing in fp32"),
+)
+
+
+def versus(fig: dict[str, Any], prefix: str = "") -> str | None:
+    """`1.23x (peer)` for the ratio to `fastest_<prefix>peer`, or None when not taken."""
+    if f"ratio_to_fastest_{prefix}peer" not in fig:
+        return None
+    return f"{fmt(fig[f'ratio_to_fastest_{prefix}peer'], 2)}x ({fig[f'fastest_{prefix}peer']})"
 
 
 PEER_COLUMNS = (
@@ -164,16 +160,6 @@ def peers_table(kind: str, peers: dict[str, Any]) -> list[str]:
         "|" + "---|" * len(PEER_COLUMNS),
     ]
     for name, fig in peers["contenders"].items():
-        versus = (
-            f"{fmt(fig['ratio_to_fastest_peer'], 2)}x ({fig['fastest_peer']})"
-            if "ratio_to_fastest_peer" in fig
-            else "-"
-        )
-        versus_fp32 = (
-            f"{fmt(fig['ratio_to_fastest_fp32_peer'], 2)}x ({fig['fastest_fp32_peer']})"
-            if "ratio_to_fastest_fp32_peer" in fig
-            else "-"
-        )
         cells = [
             name,
             fig.get("arithmetic", "-"),
@@ -181,8 +167,8 @@ def peers_table(kind: str, peers: dict[str, Any]) -> list[str]:
             fmt(fig["min_cosine"], 5),
             fmt(fig["items_per_s"]),
             fmt(fig["in_memory_items_per_s"]),
-            versus,
-            versus_fp32,
+            versus(fig) or "-",
+            versus(fig, "fp32_") or "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [f"\nPeer skipped: {name}: {why}" for name, why in peers["skipped"].items()]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,9 +30,9 @@ import numpy as np
 from ducho_fast.core.audio import RESAMPLER, AudioDecodeError, decode_audio
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Batch, Failure, Item, Shard
-from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample, worker_batches
-from ducho_fast.modalities.image import WORKER_DIED, within
+from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample
+from ducho_fast.modalities.files import FileDataset, collate_files, within, worker_batches
 
 SAMPLE_CLIPS = 16
 CALL_SECONDS = 60.0  # padded audio per graph call: bounds memory for clips of any length
@@ -224,63 +223,24 @@ def pool(per_window: np.ndarray, owners: np.ndarray, frames: np.ndarray) -> np.n
 # --- decoding in workers ---------------------------------------------------------------------
 
 
-class AudioDataset:
-    """Map-style dataset for the decode workers: decode once per rate, window per spec."""
+class AudioDataset(FileDataset):
+    """Decode once per sampling rate, window per spec."""
 
     def __init__(
         self, items: Sequence[Item], specs: Mapping[str, AudioPreprocessSpec], timeout_s: float
     ):
-        self.items = list(items)
+        super().__init__(items, timeout_s)
         self.specs = dict(specs)
-        self.timeout_s = timeout_s
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def read(self, item: Item) -> dict[int, np.ndarray]:
+        rates = {spec.sampling_rate for spec in self.specs.values()}
+        return {rate: decode_audio(item.path, rate) for rate in sorted(rates)}
 
-    def __getitem__(self, position: int) -> tuple[int, dict | None, Failure | None, dict]:
-        item = self.items[position]
-        timings: dict[str, float] = {}
-        stage = ["decode"]
-
-        def prepare() -> dict[str, list[np.ndarray]]:
-            start = time.perf_counter()
-            waves: dict[int, np.ndarray] = {}
-            for spec in self.specs.values():
-                if spec.sampling_rate not in waves:
-                    waves[spec.sampling_rate] = decode_audio(item.path, spec.sampling_rate)
-            timings["read_decode"] = time.perf_counter() - start
-            stage[0] = "preprocess"
-            start = time.perf_counter()
-            windows = {k: clip_windows(waves[s.sampling_rate], s) for k, s in self.specs.items()}
-            timings["preprocess"] = time.perf_counter() - start
-            return windows
-
-        try:
-            windows = within(self.timeout_s, prepare)
-        except Exception as exc:  # every bad file is recorded, none stops the run
-            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return position, None, Failure(item.item_id, item.path, stage[0], message), {}
-        return position, windows, None, timings
-
-    def died(self, position: int) -> tuple[int, None, Failure, dict]:
-        item = self.items[position]
-        return position, None, Failure(item.item_id, item.path, "decode", WORKER_DIED), {}
+    def prepare(self, waves: dict[int, np.ndarray]) -> dict[str, list[np.ndarray]]:
+        return {k: clip_windows(waves[s.sampling_rate], s) for k, s in self.specs.items()}
 
 
-def collate_audio(samples: list) -> tuple[list[int], dict, list[Failure], dict[str, float]]:
-    positions, failures, per_key = [], [], {}
-    timings = {"read_decode": 0.0, "preprocess": 0.0}
-    for position, windows, failure, sample_timings in samples:
-        for stage, seconds in sample_timings.items():
-            timings[stage] += seconds
-        if failure is not None:
-            failures.append(failure)
-            continue
-        positions.append(position)
-        for key, item_windows in windows.items():
-            per_key.setdefault(key, []).append(item_windows)
-    inputs = {key: batch_inputs(per_item) for key, per_item in per_key.items()}
-    return positions, inputs, failures, timings
+collate_audio = partial(collate_files, combine=batch_inputs)
 
 
 def audio_batches(

@@ -17,7 +17,6 @@ import numpy as np
 
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.pool import decoded_batches
 from ducho_fast.core.records import Batch, Item, Shard
 from ducho_fast.core.table import Table
 
@@ -160,46 +159,3 @@ register = MODALITIES.register
 def modality(name: str) -> Modality:
     """The registered modality `name`; an unknown one names the known ones."""
     return MODALITIES.lookup(name)
-
-
-def worker_batches(
-    dataset: Any,
-    collate: Callable[[list], tuple[list[int], Any, list, dict[str, float]]],
-    shards: Sequence[Shard],
-    options: PipelineOptions,
-    timer: StageTimer,
-) -> Iterator[Batch]:
-    """Each shard's items in batches, `dataset[p]` decoded by worker processes (or inline with
-    no workers) and collated, in order. Not a generator itself: the decode workers start on
-    this call, in the caller's thread (see `core.pool`), not in the thread that reads."""
-    plan = []
-    for shard in shards:
-        chunks = [
-            list(shard.positions[i : i + options.batch_size])
-            for i in range(0, len(shard.positions), options.batch_size)
-        ]
-        plan += [(shard.index, chunk, n == len(chunks) - 1) for n, chunk in enumerate(chunks)]
-    if not plan:
-        return iter(())
-    workers = options.workers if options.pipelined else 0
-    loader = decoded_batches(
-        dataset,
-        [chunk for _, chunk, _ in plan],
-        collate,
-        workers,
-        read_ahead=max(workers, 1) * options.prefetch_batches,
-        died=dataset.died,
-    )
-    return planned_batches(plan, loader, max(workers, 1), timer)
-
-
-def planned_batches(
-    plan: Sequence[tuple[int, list[int], bool]],
-    loader: Iterator[Any],
-    workers: int,
-    timer: StageTimer,
-) -> Iterator[Batch]:
-    for (shard, _, last), (positions, inputs, failures, timings) in zip(plan, loader, strict=True):
-        for stage, seconds in timings.items():
-            timer.add(stage, seconds / workers)  # stage time per worker: wall-clock share
-        yield Batch(shard, positions, inputs, failures, last)

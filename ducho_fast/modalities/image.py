@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,79 +19,20 @@ from PIL import Image
 from ducho_fast.core.image import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Batch, Failure, Item, Shard
-from ducho_fast.modalities.base import (
-    BATCH_SIZES,
-    Feed,
-    Inputs,
-    MakeInputs,
-    Sample,
+from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.modalities.base import BATCH_SIZES, Feed, Inputs, MakeInputs, Sample
+from ducho_fast.modalities.files import (
+    FileDataset,
+    collate_files,
+    within,
     worker_batches,
 )
 
 SAMPLE_IMAGES = 32
-T = TypeVar("T")
 
 
-class ItemTimeoutError(TimeoutError):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt a stuck decode (SIGALRM); only possible in a process's main thread."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise ItemTimeoutError(f"timed out after {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def within(seconds: float, function: Callable[[], T]) -> T:
-    """`function()`, or ItemTimeoutError after `seconds` (0: no limit).
-
-    In a main thread (a worker process, a sequential run) SIGALRM interrupts the read. Other
-    threads cannot take signals (inline decoding runs in the read-ahead thread), so the call
-    runs in a daemon thread that is abandoned when it overruns: it cannot hang the run, and it
-    ends with the read it is stuck in.
-    """
-    if seconds <= 0:
-        return function()
-    if threading.current_thread() is threading.main_thread():
-        with time_limit(seconds):
-            return function()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = function()
-        except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, name="ducho-fast-decode", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise ItemTimeoutError(f"timed out after {seconds:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-WORKER_DIED = "decode worker died (killed, e.g. out of memory, or the decoder crashed) twice"
-
-
-class ImageDataset:
-    """Map-style dataset for the decode workers: decode once, preprocess per distinct spec."""
+class ImageDataset(FileDataset):
+    """Decode once, preprocess per distinct spec."""
 
     def __init__(
         self,
@@ -104,55 +41,22 @@ class ImageDataset:
         timeout_s: float,
         jpeg_draft: bool = False,
     ):
-        self.items = list(items)
+        super().__init__(items, timeout_s)
         self.specs = dict(specs)
-        self.timeout_s = timeout_s
         self.draft_side = draft_side(self.specs.values()) if jpeg_draft and specs else None
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def read(self, item: Item) -> Image.Image:
+        return decode_image(item.path, self.draft_side)
 
-    def __getitem__(self, position: int) -> tuple[int, dict | None, Failure | None, dict]:
-        item = self.items[position]
-        timings: dict[str, float] = {}
-        stage = ["decode"]
-
-        def prepare() -> dict[str, np.ndarray]:
-            start = time.perf_counter()
-            image = decode_image(item.path, self.draft_side)
-            timings["read_decode"] = time.perf_counter() - start
-            stage[0] = "preprocess"
-            start = time.perf_counter()
-            pixels = {key: preprocess_image(image, s) for key, s in self.specs.items()}
-            timings["preprocess"] = time.perf_counter() - start
-            return pixels
-
-        try:
-            pixels = within(self.timeout_s, prepare)
-        except Exception as exc:  # every bad file is recorded, none stops the run
-            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return position, None, Failure(item.item_id, item.path, stage[0], message), {}
-        return position, pixels, None, timings
-
-    def died(self, position: int) -> tuple[int, None, Failure, dict]:
-        """The record of an item that killed its decode worker again when retried alone."""
-        item = self.items[position]
-        return position, None, Failure(item.item_id, item.path, "decode", WORKER_DIED), {}
+    def prepare(self, decoded: Image.Image) -> dict[str, np.ndarray]:
+        return {key: preprocess_image(decoded, spec) for key, spec in self.specs.items()}
 
 
-def collate_images(samples: list) -> tuple[list[int], dict, list[Failure], dict[str, float]]:
-    positions, failures, per_key, timings = [], [], {}, {"read_decode": 0.0, "preprocess": 0.0}
-    for position, pixels, failure, sample_timings in samples:
-        for stage, seconds in sample_timings.items():
-            timings[stage] += seconds
-        if failure is not None:
-            failures.append(failure)
-            continue
-        positions.append(position)
-        for key, array in pixels.items():
-            per_key.setdefault(key, []).append(array)
-    inputs = {key: {"pixels": np.stack(arrays)} for key, arrays in per_key.items()}
-    return positions, inputs, failures, timings
+def stack_pixels(arrays: list[np.ndarray]) -> Inputs:
+    return {"pixels": np.stack(arrays)}
+
+
+collate_images = partial(collate_files, combine=stack_pixels)
 
 
 def image_batches(

@@ -120,7 +120,7 @@ class CountingAssembler(ShardAssembler):
 
 @contextmanager
 def bar(prepared: PreparedPass, progress: bool) -> Iterator[Callable[[int], object]]:
-    """The pass's progress bar (items), as the local executor shows it."""
+    """The pass's progress bar (items), one look for every executor."""
     import sys
 
     from tqdm import tqdm

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from ducho_fast.engine.executors.base import PreparedPass
+from ducho_fast.engine.executors.base import PreparedPass, bar
 from ducho_fast.engine.pipeline import ShardAssembler, run_batches
 
 
@@ -12,8 +10,6 @@ class LocalExecutor:
     name = "local"
 
     def run(self, prepared: PreparedPass, progress: bool) -> None:
-        from tqdm import tqdm
-
         batches = prepared.started
         if batches is None:
             batches = prepared.modality.batches(
@@ -23,20 +19,12 @@ class LocalExecutor:
                 prepared.options,
                 prepared.timer,
             )
-        label = ", ".join(job.label for job in prepared.jobs)
-        with tqdm(
-            total=prepared.pending_items,
-            desc=f"{prepared.name} [{label}]",
-            unit="item",
-            disable=not progress,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        ) as bar:
+        with bar(prepared, progress) as update:
             run_batches(
                 batches,
                 prepared.jobs,
                 ShardAssembler(prepared.store, prepared.listing.items, prepared.timer),
                 prepared.options,
                 prepared.timer,
-                on_progress=bar.update,
+                on_progress=update,
             )
