@@ -34,6 +34,7 @@ def timings(*seconds: float):
 
 def test_the_int8_variant_is_remembered_not_re_timed(tiny_clip, tmp_path, monkeypatch):
     monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(api, "int8_speed", lambda *args: {})  # times fp32: not a variant
     monkeypatch.setattr(api, "time_session", timings(1.0, 2.0))
     first = int8_mode(tiny_clip, tmp_path / "a")
     monkeypatch.setattr(api, "time_session", timings(2.0, 1.0))  # now the other one is faster

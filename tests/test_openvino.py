@@ -119,13 +119,13 @@ def test_int8_runs_the_nncf_graph_calibrated_on_the_run(tiny_resnet, jpeg_photos
     assert not np.array_equal(features["fp32"], features["int8"])
 
 
-def test_int8_refuses_a_dynamic_int8_artifact(tiny_resnet, tmp_path):
+def test_int8_refuses_a_dynamic_int8_artifact(tiny_st, tmp_path):
     from ducho_fast import ExportConfig, export
 
-    config = ExportConfig(ModelRef(str(tiny_resnet)), tmp_path / "dyn", precision="int8")
+    config = ExportConfig(ModelRef(str(tiny_st)), tmp_path / "dyn", precision="int8")
     folder = export(config)
     with pytest.raises(ConfigError, match="openvino int8 runs calibrated \\(QDQ\\) int8 graphs"):
-        open_model(ModelRef(str(folder)), "image", RuntimeChoice("openvino", "int8"))
+        open_model(ModelRef(str(folder)), "text", RuntimeChoice("openvino", "int8"))
 
 
 def test_int8_without_items_to_calibrate_on_says_how(tiny_resnet, tmp_path, monkeypatch):

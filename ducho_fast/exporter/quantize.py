@@ -45,10 +45,61 @@ FEED_FORWARD = re.compile(
 )
 
 
+FP32_CONV_OPS = ("Conv", "ConvTranspose")
+COMPUTE_OPS = (*FP32_CONV_OPS, "MatMul", "Gemm")
+# A variant whose fp32 convolutions still do more than this share of the multiply-adds is not
+# int8 in effect: ONNX Runtime's dynamic int8 quantizes MatMul/Gemm only, so on a CNN it runs
+# the fp32 graph under an int8 label (ResNet-50, EfficientNet: over 99% of the multiply-adds
+# are convolutions; a ViT's patch embedding: about 3%).
+MAX_FP32_CONV_SHARE = 0.9
+
+
 @dataclass(frozen=True)
 class Int8Candidate:
     mode: str
     path: Path
+
+
+def fp32_conv_share(variant: Path, fp32: Path) -> float:
+    """Share of the fp32 graph's weight multiply-adds that `variant` still does in fp32
+    convolutions (0 when every Conv is quantized, about 1 for a CNN's dynamic int8)."""
+    import onnx
+    from onnx import TensorProto
+
+    macs = weight_macs(fp32)
+    graph = onnx.load(str(variant), load_external_data=False).graph
+    floats = {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    still_fp32 = {
+        node.input[1]
+        for node in graph.node
+        if node.op_type in FP32_CONV_OPS and node.input[1] in floats
+    }
+    return sum(macs.get(name, 0) for name in still_fp32) / max(1, sum(macs.values()))
+
+
+def weight_macs(path: Path) -> dict[str, int]:
+    """Multiply-adds per item of each weight of a graph's Conv/MatMul/Gemm nodes: the weight's
+    size times the positions it is applied at (unknown dimensions, like a text's length,
+    count once)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    graph = model.graph
+    sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
+    shapes = {
+        info.name: [d.dim_value or 1 for d in info.type.tensor_type.shape.dim]
+        for info in (*graph.value_info, *graph.output)
+    }
+    macs: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        out = shapes.get(node.output[0], [])
+        positions = int(np.prod(out[2:] if node.op_type in FP32_CONV_OPS else out[1:-1]))
+        for name in node.input[:2]:
+            if name in sizes:
+                macs[name] = macs.get(name, 0) + sizes[name] * max(1, positions)
+    return macs
 
 
 def to_fp16(source: Path, target: Path) -> Path:
