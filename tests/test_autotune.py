@@ -65,3 +65,43 @@ def test_auto_candidates_follow_the_runtime_table():
     assert autotune.AutoPick(precision="int8").candidates()[0] == ("onnxruntime", "int8")
     fp32_only = autotune.AutoPick(precision="fp32").candidates()
     assert fp32_only and all(precision == "fp32" for _, precision in fp32_only)
+
+
+def test_the_default_is_the_fastest_runtime_giving_fp32s_values(
+    tiny_clip, jpeg_photos, tmp_path, fake_rates
+):
+    pytest.importorskip("openvino")
+    job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=jpeg_photos, batch_size=2)
+    (result,) = extract_single(job, RunOptions(progress=False, workers=0))  # no runtime given
+    line = result.metrics["runtime_choice"]
+    assert "runtime openvino fp32 chosen by measurement" in line
+    assert "max-abs" in line and "below the gate" not in line
+    written = {p.parent.parent.name for p in (tmp_path / "out").glob("*/*/features.npy")}
+    assert written == {tiny_clip.name}  # fp32: the model's own folder name, whatever the runtime
+
+
+def test_a_mis_scaled_fp32_runtime_is_never_chosen(tiny_clip, jpeg_photos, fake_rates, monkeypatch):
+    """Cosine alone would pass a runtime whose values are 1% off: the fp32 gate checks max-abs."""
+    from ducho_fast.runtime import openvino
+
+    pytest.importorskip("openvino")
+    real_run = openvino.OpenVinoSession.run
+    monkeypatch.setattr(
+        openvino.OpenVinoSession,
+        "run",
+        lambda self, inputs: {k: v * 1.01 for k, v in real_run(self, inputs).items()},
+    )
+    items = [autotune.Item(p.stem, str(p)) for p in sorted(jpeg_photos.iterdir())]
+    pick = autotune.AutoPick(precision="fp32")
+    choice, line = autotune.auto_choice(
+        ModelRef(str(tiny_clip)), "image", RuntimeChoice(), pick, items
+    )
+    assert choice.runtime == "onnxruntime"  # openvino is faster here (fake rates) but off
+    assert "openvino fp32: 120.0 items/s, min cosine 1.00000" in line and "below the gate" in line
+
+
+def test_a_gpu_precision_or_provider_names_onnxruntime():
+    assert autotune.planned_choice("auto", "fp16")[0].runtime == "onnxruntime"
+    choice, pick = autotune.planned_choice("auto", "fp32", ort_provider="cuda")
+    assert (choice.runtime, pick) == ("onnxruntime", None)
+    assert autotune.planned_choice("auto", "fp32")[1] == autotune.AutoPick(precision="fp32")

@@ -280,6 +280,22 @@ def test_jpeg_draft_is_part_of_the_pass(tiny_clip, photos, tmp_path):
         images(tiny_clip, photos, out, drafted)
 
 
+def test_an_fp32_pass_keeps_its_output_whichever_runtime_runs_it(tiny_clip, photos, tmp_path):
+    """The default runtime is measured per CPU, so another CPU may pick another one: fp32 values
+    are the same within the export's gate (max-abs included), so the output is kept."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "out"
+
+    def on(runtime: str, precision: str = "fp32") -> RunOptions:
+        return RunOptions(**{**FAST.__dict__, "runtime": runtime, "precision": precision})
+
+    images(tiny_clip, photos, out, on("onnxruntime"))
+    assert images(tiny_clip, photos, out, on("openvino")).metrics["items"] == 0  # all kept
+    # reduced precisions write beside it, one output per runtime (`-int8-onnxruntime`, ...)
+    assert images(tiny_clip, photos, out, on("openvino", "int8")).metrics["items"] == 6
+    assert images(tiny_clip, photos, out, on("onnxruntime", "int8")).metrics["items"] == 6
+
+
 # --- 2. recorded failures are retried ---------------------------------------------------------
 
 

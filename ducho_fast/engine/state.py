@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,22 @@ LIVE_FILE = "live.json"
 STAMPS_FILE = "files.json"
 FAILURE_COLUMNS = ("id", "path", "stage", "error")
 BLOCK_ROWS = 4096
+
+
+def runtime_free(fingerprint: Any) -> Any:
+    """A pass's fingerprint without the runtime of its fp32 models: every runtime's fp32 output
+    passes the export's fp32 gate (max-abs included) against the same reference, so fp32
+    features are the same features whichever runtime the measured default picked on this CPU.
+    A reduced precision's values are its runtime's, so there the runtime stays."""
+    if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("models"), list):
+        return fingerprint
+    models = [
+        {k: v for k, v in m.items() if k not in ("runtime", "ort_provider")}
+        if isinstance(m, dict) and m.get("precision") == "fp32"
+        else m
+        for m in fingerprint["models"]
+    ]
+    return {**fingerprint, "models": models}
 
 
 def features_dir(state_dir: Path, output: str) -> Path:
@@ -109,7 +126,7 @@ class ShardStore:
             self.wipe(saved.get("outputs", []))
         elif saved.get("version") != STATE_VERSION:
             self.reset()  # no state, or one this version cannot read: everything is redone
-        elif saved.get("fingerprint") != self.fingerprint:
+        elif runtime_free(saved.get("fingerprint")) != runtime_free(self.fingerprint):
             raise ConfigError(
                 f"{self.state_dir} holds output of a different configuration "
                 f"(model, export, preprocessing, decoding or precision changed): refusing to "
