@@ -90,7 +90,7 @@ def run_pass(
         )
     with timer.stage("fingerprint"):
         inputs = pass_input(task, listing)
-    task, runtime_choices = measured_choices(task, listing, timer)
+    task, runtime_choices = measured_choices(task, listing, timer, plan.options.item_timeout_s)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
     if known_size is not None and plan.executor == "local":  # others decode elsewhere
@@ -194,7 +194,7 @@ def start_decoding_early(
 
 
 def measured_choices(
-    task: PassTask, listing: Listing, timer: StageTimer
+    task: PassTask, listing: Listing, timer: StageTimer, item_timeout_s: float
 ) -> tuple[PassTask, list[str]]:
     """Models whose runtime or precision is `auto` get the measured (or remembered) choice."""
     if not any(model.auto for model in task.models):
@@ -206,7 +206,9 @@ def measured_choices(
                 models.append(model)
                 continue
             items = list(listing.items)
-            choice, line = auto_choice(model.ref, task.kind, model.choice, model.auto, items)
+            choice, line = auto_choice(
+                model.ref, task.kind, model.choice, model.auto, items, item_timeout_s
+            )
             models.append(replace(model, choice=choice, auto=None))
             lines.append(f"{model.label}: {line}")
     return replace(task, models=tuple(models)), lines

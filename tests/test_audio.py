@@ -353,7 +353,7 @@ def test_export_validates_several_lengths_and_batch_sizes(encoders, tmp_path):
 
 def test_int8_passes_its_fidelity_gate(encoders, digits, tmp_path):
     got32 = run_single(encoders["wav2vec2"], digits, tmp_path / "fp32")
-    options = RunOptions(progress=False, workers=0, precision="int8")
+    options = RunOptions(progress=False, workers=0, runtime="onnxruntime", precision="int8")
     got8 = run_single(
         encoders["wav2vec2"], digits, tmp_path / "int8", options=options, tag="-int8-onnxruntime"
     )

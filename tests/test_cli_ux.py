@@ -355,7 +355,7 @@ def test_fp32_and_int8_outputs_live_side_by_side(tmp_path, tiny_clip, jpeg_photo
     path.write_text(yaml.safe_dump(config))
     base = ["extract", "--config", path, "--no-progress", "--workers", "0", "--batch-size", "3"]
     assert invoke(*base).exit_code == 0
-    int8 = invoke(*base, "--precision", "int8")
+    int8 = invoke(*base, "--runtime", "onnxruntime", "--precision", "int8")
     assert int8.exit_code == 0, int8.output  # not refused as "another configuration"
     ducho = tmp_path / "out" / "transformers"
     fp32_dir, int8_dir = ducho / tiny_clip.name, ducho / f"{tiny_clip.name}-int8-onnxruntime"

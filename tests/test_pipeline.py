@@ -211,7 +211,8 @@ def test_decoding_starts_before_the_model_opens_and_changes_nothing(
     for run in range(2):  # the first run exports; the second finds the artifact cached
         out = tmp_path / f"out{run}"
         job = SingleModelJob(str(tiny_clip), out, images=images, batch_size=3)
-        extract_single(job, RunOptions(progress=False, workers=2, shard_size=4))
+        options = RunOptions(runtime="onnxruntime", progress=False, workers=2, shard_size=4)
+        extract_single(job, options)  # (auto would export while measuring, before the pass)
         folder = next(out.rglob("features.npy")).parent
         features.append(((folder / "ids.txt").read_text(), np.load(folder / "features.npy")))
     assert started == [False, True]
@@ -233,7 +234,8 @@ def test_int8_export_on_the_fly_is_checked_on_the_runs_own_images(
         (images / path.name).symlink_to(path.resolve())
     (images / "0-broken.jpg").write_bytes(b"not a jpeg")
     job = SingleModelJob(str(tiny_clip), tmp_path / "out", images=images, batch_size=4)
-    (result,) = extract_single(job, RunOptions(precision="int8", progress=False))
+    options = RunOptions(runtime="onnxruntime", precision="int8", progress=False)
+    (result,) = extract_single(job, options)
     assert result.succeeded == 12 and [f.item_id for f in result.failures] == ["0-broken"]
     (manifest_path,) = (tmp_path / "cache" / "artifacts").glob("*/manifest.json")
     validation = json.loads(manifest_path.read_text())["graphs"][0]["validation"]
