@@ -181,9 +181,16 @@ def item_table(prepared: PreparedPass) -> list[Any]:
                 "id": pa.array([i.item_id for i in chosen], pa.string()),
                 "path": pa.array([i.path for i in chosen], pa.string()),
                 "text": pa.array([i.text for i in chosen], pa.string()),
+                "blob": pa.array([blob_cell(i) for i in chosen], pa.binary()),
             }
             blocks.append(pa.table(columns))
     return blocks
+
+
+def blob_cell(item: Item) -> bytes | None:
+    """Where a table cell's bytes are (the decode task reads them), pickled; None for files
+    and texts."""
+    return None if item.blob is None else pickle.dumps(item.blob, protocol=5)
 
 
 def results(ray: Any, prepared: PreparedPass, pool: Pool) -> Any:
@@ -220,10 +227,10 @@ def decode_rows(
     """Some items (of one or more shards) decoded and preprocessed by their modality's own
     batcher, exactly as the local engine does; one output row per model batch, with the
     items' positions in the pass and any failures (recorded, never dropped)."""
-    texts = rows["text"]
+    columns = zip(rows["id"], rows["path"], rows["text"], rows["blob"], strict=True)
     items = [
-        Item(str(i), str(p), None if t is None else str(t))
-        for i, p, t in zip(rows["id"], rows["path"], texts, strict=True)
+        Item(str(i), str(p), None if t is None else str(t), None if b is None else pickle.loads(b))
+        for i, p, t, b in columns
     ]
     positions = [int(p) for p in rows["position"]]
     by_shard: dict[int, list[int]] = {}
