@@ -207,8 +207,7 @@ def results(ray: Any, prepared: PreparedPass, pool: Pool) -> Any:
             "feeds": prepared.feeds,
             "options": prepared.options,
         },
-        num_cpus=DECODE_CPUS,
-        scheduling_strategy="SPREAD",  # decoding spreads over the nodes (and stays unfused)
+        num_cpus=DECODE_CPUS,  # tasks spread over the nodes (Ray Data's default strategy)
     )
     return decoded.map_batches(
         InferenceActor,
@@ -226,7 +225,12 @@ def decode_rows(
 ) -> dict[str, np.ndarray]:
     """Some items (of one or more shards) decoded and preprocessed by their modality's own
     batcher, exactly as the local engine does; one output row per model batch, with the
-    items' positions in the pass and any failures (recorded, never dropped)."""
+    items' positions in the pass and any failures (recorded, never dropped).
+
+    Decoding runs in one forked child of this task (`core.pool`, a few ms per task), as the
+    local engine's decode workers do: a decoder that crashes (or is killed for its memory)
+    kills that child, not this Ray worker, which Ray would retry without end; the batch is
+    retried alone, then item by item, and an item that kills it twice is recorded."""
     columns = zip(rows["id"], rows["path"], rows["text"], rows["blob"], strict=True)
     items = [
         Item(str(i), str(p), None if t is None else str(t), None if b is None else pickle.loads(b))
@@ -237,9 +241,9 @@ def decode_rows(
     for local, shard in enumerate(rows["shard"]):
         by_shard.setdefault(int(shard), []).append(local)
     shards = [Shard(index, tuple(local)) for index, local in by_shard.items()]
-    inline = replace(options, workers=0, pipelined=False)
+    isolated = replace(options, workers=1, pipelined=True, prefetch_batches=2)
     shard_col, payloads = [], []
-    for batch in modality(kind).batches(items, feeds, shards, inline, StageTimer()):
+    for batch in modality(kind).batches(items, feeds, shards, isolated, StageTimer()):
         where = [positions[p] for p in batch.positions]
         shard_col.append(batch.shard)
         payloads.append(pickle.dumps((where, batch.inputs, batch.failures), protocol=5))
