@@ -271,7 +271,7 @@ class DuchoPlanner:
         columns are checked now (before any model opens)."""
         if kind == "image" and is_parquet(where) and block is not None:
             ids, images = image_table_columns(str(where), block.item_column, block.image_column)
-            return partial(list_image_rows, str(where), ids, images)
+            return partial(list_image_rows, where, ids, images)  # a Path names it in messages
         if isinstance(where, str):
             raise ConfigError(
                 f"{name}: {where}: only Parquet tables are read from URLs, not folders of files"

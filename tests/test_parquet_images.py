@@ -197,6 +197,11 @@ def test_cells_are_read_a_few_rows_at_a_time_in_any_order(tmp_path, monkeypatch)
         assert len(reader.values) <= 4
     with pytest.raises(IndexError, match="row 120 is past the end"):
         reader.cell(120)
+    # a row in a later row group: read from that group's start, not through the groups before
+    batches, advance = [], reader.advance
+    monkeypatch.setattr(reader, "advance", lambda row: batches.append(row) or advance(row))
+    assert reader.cell(5) == cells[5] and reader.cell(119) == cells[119]
+    assert len(batches) == 2 + 5  # rows 0-7 (2 batches of 4), then 100-119 (5 batches)
 
 
 def test_listing_keeps_where_the_bytes_are_not_the_bytes(photos, tmp_path):

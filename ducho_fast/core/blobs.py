@@ -4,7 +4,10 @@ a catalogue export) instead of files, and tables read through fsspec URLs (`s3:/
 A cell is read by its row, forward, a few rows at a time: a process keeps one small batch of
 one column in memory (not the row group, which a writer may have made gigabytes large), so a
 50 GB table is never loaded at once. Decoders ask for the rows of their batch in order, so
-each reader mostly moves forward; a jump back restarts it at the row group holding the row.
+each reader mostly moves forward; a jump back, or into a later row group, restarts it at the
+row group holding the row (Parquet reads a row group's pages in order: within a group the
+rows before are read and dropped, so tables with row groups of a few hundred rows, as
+Hugging Face writes image datasets, read best).
 `pyarrow` (and `fsspec` for URLs) are imported only when a table is read.
 """
 
@@ -110,19 +113,22 @@ class BlobReader:
         sizes = [self.file.metadata.row_group(i).num_rows for i in range(self.file.num_row_groups)]
         self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self.batches: Iterator[Any] | None = None
-        self.first, self.values = 0, []  # the rows held: first, first + 1, ...
+        self.first, self.values, self.group = 0, [], 0  # rows held: first, first + 1, ...
         self.next_row = 0  # the first row of the next batch from `batches`
 
     def cell(self, row: int) -> Any:
         if not self.first <= row < self.first + len(self.values):
-            if self.batches is None or row < self.first:
+            if self.batches is None or row < self.first or self.group_of(row) != self.group:
                 self.restart(row)
             while not self.first <= row < self.first + len(self.values):
                 self.advance(row)
         return self.values[row - self.first]
 
+    def group_of(self, row: int) -> int:
+        return max(bisect.bisect_right(self.starts, row) - 1, 0)
+
     def restart(self, row: int) -> None:
-        group = max(bisect.bisect_right(self.starts, row) - 1, 0)
+        group = self.group_of(row)
         self.batches = self.file.iter_batches(
             batch_size=READ_ROWS,
             row_groups=range(group, self.file.num_row_groups),
@@ -130,6 +136,7 @@ class BlobReader:
             use_threads=False,
         )
         self.first, self.values, self.next_row = self.starts[group], [], self.starts[group]
+        self.group = group  # the row group holding the next batch's first row
 
     def advance(self, row: int) -> None:
         assert self.batches is not None
@@ -137,6 +144,7 @@ class BlobReader:
         if batch is None:
             raise IndexError(f"row {row} is past the end of the table")
         self.first, self.next_row = self.next_row, self.next_row + batch.num_rows
+        self.group = self.group_of(self.first)
         self.values = batch.column(0).to_pylist() if self.next_row > row else []
 
 
