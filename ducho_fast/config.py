@@ -143,6 +143,7 @@ class SourceBlock(Strict):
     input_path: str | dict[str, str]
     output_path: str | dict[str, str]
     item_column: str | None = None
+    image_column: str | None = None  # ducho-fast: a Parquet table of encoded images
     text_column: str | list[str] | None = None
     interaction_columns: list[str] | None = None
     encoding: Annotated[str, AfterValidator(known_encoding)] = "utf-8"  # ducho-fast: text files

@@ -29,6 +29,8 @@ from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item, Listing
 from ducho_fast.engine.autotune import AutoPick, planned_choice
 from ducho_fast.engine.executors import EngineOptions
+from ducho_fast.engine.image_table import image_table_columns, list_image_rows
+from ducho_fast.engine.parquet import input_location, is_parquet
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
 from ducho_fast.engine.state import STATE_HOME
@@ -241,21 +243,42 @@ class DuchoPlanner:
         return out_root / STATE_HOME / safe
 
     def image_pass(
-        self, name: str, folder: Path, out_root: Path, entries, kind: str = "image"
+        self,
+        name: str,
+        folder: Path | str,
+        out_root: Path,
+        entries,
+        kind: str = "image",
+        block: SourceBlock | None = None,
     ) -> PassTask:
-        """A folder of files (images, or audio clips), decoded once for every model."""
-        if not folder.is_dir():
-            raise ConfigError(f"{name}: {kind} folder {folder} does not exist")
+        """A folder of files (images, or audio clips), or a Parquet table of encoded images,
+        decoded once for every model."""
         models = tuple(self.model_task(e, kind, out_root, name) for e in entries)
         return PassTask(
             name=name,
             kind=kind,
-            list_items=partial(list_images, folder, self.config.ducho_ids),
+            list_items=self.file_source(name, folder, kind, block),
             models=models,
             state_dir=self.state_dir(out_root, name, *(m.label for m in models)),
             failures_path=out_root / "failures.tsv",
             batch_size=min((e.batch_size for e in entries if e.batch_size), default=None),
         )
+
+    def file_source(
+        self, name: str, where: Path | str, kind: str, block: SourceBlock | None
+    ) -> Callable[[], Listing]:
+        """The lister of a folder of files, or (images) of a Parquet table's rows, whose
+        columns are checked now (before any model opens)."""
+        if kind == "image" and is_parquet(where) and block is not None:
+            ids, images = image_table_columns(str(where), block.item_column, block.image_column)
+            return partial(list_image_rows, where, ids, images)  # a Path names it in messages
+        if isinstance(where, str):
+            raise ConfigError(
+                f"{name}: {where}: only Parquet tables are read from URLs, not folders of files"
+            )
+        if not where.is_dir():
+            raise ConfigError(f"{name}: {kind} folder {where} does not exist")
+        return partial(list_images, where, self.config.ducho_ids)
 
     def text_passes(
         self, name: str, list_items: Callable[[], Listing], out_root: Path, entries
@@ -276,7 +299,7 @@ class DuchoPlanner:
             )
         return passes
 
-    def text_source(self, name: str, path: Path, block: SourceBlock, source: str):
+    def text_source(self, name: str, path: Path | str, block: SourceBlock, source: str):
         columns, _ = read_table(path, block.encoding)
         where = name.replace("/", ".")
         if source == "interactions":
@@ -303,25 +326,26 @@ class DuchoPlanner:
             check_writable(key, self.dataset / output)
         if modality == "visual":
             assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
-            folder = self.dataset / block.input_path
-            return [
-                self.image_pass(name, folder, self.dataset / block.output_path, block.model)
-            ], []
+            folder = input_location(self.dataset, block.input_path)
+            out = self.dataset / block.output_path
+            return [self.image_pass(name, folder, out, block.model, block=block)], []
         if modality == "audio":
             assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
             folder, out = self.dataset / block.input_path, self.dataset / block.output_path
             return [self.image_pass(name, folder, out, block.model, kind="audio")], []
         if modality == "textual":
             assert isinstance(block.input_path, str) and isinstance(block.output_path, str)
-            lister = self.text_source(name, self.dataset / block.input_path, block, source)
+            lister = self.text_source(
+                name, input_location(self.dataset, block.input_path), block, source
+            )
             return self.text_passes(name, lister, self.dataset / block.output_path, block.model), []
         assert isinstance(block.input_path, dict) and isinstance(block.output_path, dict)
         visual_out = self.dataset / block.output_path["visual"]
         textual_out = self.dataset / block.output_path["textual"]
-        image_pass = self.image_pass(
-            f"{name}/visual", self.dataset / block.input_path["visual"], visual_out, block.model
-        )
-        lister = self.text_source(name, self.dataset / block.input_path["textual"], block, source)
+        images = input_location(self.dataset, block.input_path["visual"])
+        image_pass = self.image_pass(f"{name}/visual", images, visual_out, block.model, block=block)
+        texts = input_location(self.dataset, block.input_path["textual"])
+        lister = self.text_source(name, texts, block, source)
         text_passes = self.text_passes(f"{name}/textual", lister, textual_out, block.model)
         fusions = self.fusions(block, image_pass, text_passes)
         return [image_pass, *text_passes], fusions
@@ -354,7 +378,7 @@ class DuchoPlanner:
 
 
 def default_columns(
-    where: str, key: str, path: Path, picked: Sequence[str], columns: Sequence[str]
+    where: str, key: str, path: Path | str, picked: Sequence[str], columns: Sequence[str]
 ) -> tuple[str, ...]:
     """Ducho's rule before `item_column` / `text_column` were required: ids from the first
     column(s), texts from the last other one; said in one line, refused when none is left."""
@@ -365,7 +389,7 @@ def default_columns(
 
 
 def last_other_column(
-    where: str, path: Path, ids: Sequence[str], columns: Sequence[str]
+    where: str, path: Path | str, ids: Sequence[str], columns: Sequence[str]
 ) -> tuple[str, ...]:
     others = [column for column in columns if column not in ids]
     if not others:
@@ -373,7 +397,9 @@ def last_other_column(
     return default_columns(where, "text_column", path, others[-1:], columns)
 
 
-def check_columns(where: str, path: Path, wanted: Sequence[str], columns: Sequence[str]) -> None:
+def check_columns(
+    where: str, path: Path | str, wanted: Sequence[str], columns: Sequence[str]
+) -> None:
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise ConfigError(f"{where}: {path} has no column(s) {missing}; columns: {list(columns)}")

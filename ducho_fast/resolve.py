@@ -99,9 +99,23 @@ def check_bf16(tower: Tower, session: Session) -> None:
     fidelity_gate("bf16", small, reference, session, REDUCED_MIN_COSINE, "fp32")
 
 
-def open_artifact(
-    folder: Path, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
+def describe_model(
+    ref: ModelRef, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
 ) -> OpenModel:
+    """The model as a driver that runs no batch needs it (fingerprint, feed, outputs), from
+    the artifact's manifest, with no session: under the ray and gpus engines the workers open
+    the model, and a session here would hold the first GPU for nothing. Eager runtimes (on
+    the CPU) are opened: their outputs come from the model."""
+    if not choice.spec.needs_artifact:
+        return open_eager(ref, kind, choice, index)
+    folder = artifact_for(ref, choice, sample, kind)
+    manifest = checked_manifest(folder, choice)
+    graph = manifest.graph(kind)
+    feed = artifact_feed(folder, manifest, graph, index)
+    return artifact_model(None, kind, manifest, graph, feed, choice)
+
+
+def checked_manifest(folder: Path, choice: RuntimeChoice) -> Manifest:
     manifest = read_manifest(folder)
     wanted = choice.spec.artifact_precision(choice.precision)
     if manifest.precision != wanted:
@@ -109,6 +123,13 @@ def open_artifact(
             f"artifact {folder} is {manifest.precision}, but {choice.runtime} "
             f"{choice.precision} runs a {wanted} artifact"
         )
+    return manifest
+
+
+def open_artifact(
+    folder: Path, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
+) -> OpenModel:
+    manifest = checked_manifest(folder, choice)
     graph = manifest.graph(kind)
     target = ArtifactGraph(folder, manifest, kind)
     session = choice.spec.open(target, choice)
@@ -119,11 +140,23 @@ def open_artifact(
         cases = modality(kind).artifact_cases(feed, sample)
         what = f"{choice.runtime} {choice.precision}"
         fidelity_gate(what, cases, reference, session, REDUCED_MIN_COSINE, "ONNX Runtime")
+    return artifact_model(session, kind, manifest, graph, feed, choice)
+
+
+def artifact_model(
+    session: Session | None,
+    kind: str,
+    manifest: Manifest,
+    graph: GraphInfo,
+    feed: Feed,
+    choice: RuntimeChoice,
+) -> OpenModel:
+    """An artifact's graph as an OpenModel (no session: described only, see describe_model)."""
     fingerprint = artifact_fingerprint(manifest, graph, choice)
     outputs = tuple(o.name for o in graph.outputs)
     shapes = {name: tuple(shape) for name, shape in (graph.item_shapes or {}).items()}
-    session = modality(kind).wrap_session(session, feed)
-    return OpenModel(session, modality(kind), feed, fingerprint, outputs, shapes)
+    wrapped = None if session is None else modality(kind).wrap_session(session, feed)
+    return OpenModel(wrapped, modality(kind), feed, fingerprint, outputs, shapes)  # type: ignore[arg-type]
 
 
 def reference_choice(graph: GraphInfo, choice: RuntimeChoice) -> RuntimeChoice:

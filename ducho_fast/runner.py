@@ -34,6 +34,7 @@ from ducho_fast.plan import ExtractPlan, FusionTask, ModelTask, PassTask
 from ducho_fast.resolve import (
     NO_SAMPLE,
     OpenModel,
+    describe_model,
     open_model,
     peek_artifact,
     peek_feed,
@@ -96,9 +97,14 @@ def run_pass(
     if known_size is not None and plan.executor == "local":  # others decode elsewhere
         options = replace(plan.options, batch_size=known_size)
         early = start_decoding_early(task, plan, inputs, options, timer)
+    # Executors that run the models elsewhere (ray, gpus) reopen them there: with the batch
+    # size known (no sweep to run), this process only reads what it needs from the artifact,
+    # and holds no session (on the first GPU, for nothing).
+    elsewhere = plan.executor != "local" and known_size is not None
+    opener = describe_model if elsewhere else open_model
     try:
         opened = [
-            open_model(m.ref, task.kind, m.choice, i, export_sample(m, task, listing, plan))
+            opener(m.ref, task.kind, m.choice, i, export_sample(m, task, listing, plan))
             for i, m in enumerate(task.models)
         ]
         size, how = task_batch_size(task, opened, listing, timer)

@@ -92,3 +92,35 @@ def test_without_a_gpu_provider_the_gpu_list_runs_here(tiny_clip, tmp_path, monk
     monkeypatch.setattr(ducho_plan, "available_providers", lambda: ["CPUExecutionProvider"])
     path = visual_config(tmp_path / "cpu", tiny_clip, **{"gpu list": "0,1"})
     assert build_plan(load_config(path), path.parent).executor == "local"
+
+
+def test_the_driver_opens_no_session_when_the_workers_run_the_model(
+    tiny_clip, tmp_path, monkeypatch
+):
+    """Under `gpus` (and Ray) the workers run every batch: the driver reads the model's
+    fingerprint and outputs from its artifact and opens no session, which on a GPU machine
+    would sit on the first GPU. The spawned workers (fresh processes) open theirs."""
+    from ducho_fast.runtime.table import RUNTIMES, runtime_spec
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    real = runtime_spec("onnxruntime")
+    opened_here = []
+
+    def counting_open(target, choice):
+        opened_here.append(choice)
+        return real.open(target, choice)
+
+    monkeypatch.setitem(RUNTIMES, "onnxruntime", replace(real, open=counting_open))
+    runs = {}
+    for engine in ("local", "gpus"):
+        root = tmp_path / engine
+        plan = build_plan(load_config(visual_config(root, tiny_clip)), root)
+        if engine == "gpus":
+            plan = replace(plan, executor="gpus", engine=EngineOptions(gpus=(0, 1)))
+        before = len(opened_here)
+        extract_plan(plan, progress=False)
+        runs[engine] = (len(opened_here) - before, compact(root))
+    assert runs["local"][0] == 1  # the local engine runs its batches here
+    assert runs["gpus"][0] == 0
+    assert runs["gpus"][1][0] == runs["local"][1][0]
+    np.testing.assert_allclose(runs["gpus"][1][1], runs["local"][1][1], rtol=1e-5, atol=1e-6)

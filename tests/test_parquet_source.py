@@ -61,3 +61,21 @@ def test_a_damaged_parquet_file_is_named(tmp_path):
     (tmp_path / "items.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(ConfigError, match=r"items\.parquet is not a readable Parquet file"):
         list_texts(tmp_path / "items.parquet", "id", ("text",))
+
+
+def test_a_parquet_text_table_through_an_fsspec_url_lists_what_the_file_lists(tmp_path):
+    """`memory://` is a real non-local fsspec filesystem; `file://` the URL of a local file."""
+    fsspec = pytest.importorskip("fsspec")
+    parquet, _ = write_both(tmp_path)
+    with fsspec.open("memory://texts/items.parquet", "wb") as handle:
+        handle.write(parquet.read_bytes())
+    want = list_texts(parquet, "article_id", ("prod_name",))
+    for url in ("memory://texts/items.parquet", parquet.as_uri()):
+        got = list_texts(url, "article_id", ("prod_name",))
+        assert [(i.item_id, i.text) for i in got.items] == [(i.item_id, i.text) for i in want.items]
+        assert [f.path for f in got.failures] == [f"{url}:3"]
+
+
+def test_a_tsv_is_not_read_from_a_url(tmp_path):
+    with pytest.raises(ConfigError, match=r"only Parquet tables are read from URLs"):
+        list_texts("s3://bucket/items.tsv", "id", ("text",))

@@ -294,3 +294,96 @@ def test_more_actors_than_gpus_share_them():
     """Whole GPUs each would leave actors beyond the GPU count unplaced: the run would wait."""
     shared = plan_pool({"CPU": 8.0, "GPU": 1.0}, 4, 0)
     assert (shared.actors, shared.gpus) == (4, 0.25)
+
+
+def crash_plan(photos: Path, batch_size: int = 3):
+    """A pass's pending items (the photos, in 2 shards) as Ray would hand them to a decode
+    task, with an image feed: what `decode_rows` and `results` take."""
+    from types import SimpleNamespace
+
+    from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessSpec
+    from ducho_fast.core.options import PipelineOptions
+    from ducho_fast.core.records import Item, Listing, Shard
+    from ducho_fast.modalities import Feed, modality
+
+    spec = ImagePreprocessSpec("exact", (32, 32), "bilinear", None, IMAGENET_MEAN, IMAGENET_STD)
+    items = tuple(Item(p.stem, str(p)) for p in sorted(photos.iterdir()))
+    return SimpleNamespace(
+        listing=Listing(items, ()),
+        options=PipelineOptions(batch_size=batch_size, workers=0),
+        shards=(Shard(0, (0, 1, 2, 3)), Shard(1, (4, 5))),
+        modality=modality("image"),
+        feeds={"px": Feed("px", spec)},
+        reopen=None,
+    )
+
+
+def test_a_decoder_that_crashes_costs_its_item_not_the_ray_run(jpeg_photos, monkeypatch):
+    """A decode task decodes in a child process, as the local engine's workers do: a decoder
+    that kills its process (here: p2, in any process but this one) is recorded for that item,
+    and the others of its batch are decoded. Inline, the Ray worker itself would die and Ray
+    would retry the task without end."""
+    import pickle
+
+    from ducho_fast.engine.executors.ray_engine import decode_rows, item_table
+    from ducho_fast.modalities import image as image_modality
+    from ducho_fast.modalities.files import WORKER_DIED
+
+    here, read = os.getpid(), image_modality.ImageDataset.read
+
+    def crashing_read(self, item):
+        if item.item_id == "p2" and os.getpid() != here:
+            os._exit(9)  # a decoder's segfault, or the OOM killer
+        return read(self, item)
+
+    monkeypatch.setattr(image_modality.ImageDataset, "read", crashing_read)
+    plan = crash_plan(jpeg_photos)
+    decoded = {}
+    for block in item_table(plan):
+        rows = {name: np.asarray(values, object) for name, values in block.to_pydict().items()}
+        out = decode_rows(rows, "image", plan.feeds, plan.options)
+        for payload in out["payload"]:
+            positions, _, failures = pickle.loads(payload)
+            decoded.update(dict.fromkeys(positions, "ok"))
+            decoded.update({f.item_id: (f.stage, f.error) for f in failures})
+    assert decoded == {0: "ok", 1: "ok", "p2": ("decode", WORKER_DIED), 3: "ok", 4: "ok", 5: "ok"}
+
+
+def test_the_ray_plan_uses_no_deprecated_ray_arguments(ray_address, jpeg_photos):
+    import warnings
+
+    import ray
+
+    from ducho_fast.engine.executors.ray_engine import Pool, results
+
+    plan = crash_plan(jpeg_photos)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results(ray, plan, Pool(1, 1, 0.5, 0.0))
+    ours = [w for w in caught if "ray_remote_args" in str(w.message)]  # Ray 2.x deprecates it
+    assert not ours, ours[0].message
+
+
+def test_an_image_table_on_ray_through_a_file_url(ray_address, models, tmp_path):
+    """A Parquet table of the photos' bytes (Hugging Face's layout), read by the decode tasks
+    through a `file://` URL: the features of the same photos as files on the local engine."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    local, on_ray = dataset(tmp_path, "files"), dataset(tmp_path, "table")
+    photos = sorted((on_ray / "images").iterdir())
+    cells = [{"bytes": p.read_bytes(), "path": p.name} for p in photos]
+    table = pa.table({"id": [p.stem for p in photos], "image": cells})
+    pq.write_table(table, on_ray / "images.parquet", row_group_size=4)
+    path = config(on_ray, models, False, engine="ray", ray_workers=2)
+    data = yaml.safe_load(path.read_text())
+    url = (on_ray / "images.parquet").as_uri()
+    data["visual_textual"]["items"]["input_path"]["visual"] = url
+    path.write_text(yaml.safe_dump(data))
+    shutil.rmtree(on_ray / "images")
+    extract_config(config(local, models, False), options=QUIET)
+    results = extract_config(path, options=QUIET)
+    assert [r.metrics["items"] for r in results] == [8, 8]  # photos (and the broken one), texts
+    assert_same_outputs(on_ray, local)
+    (failure,) = read_failures(on_ray / "v" / "failures.tsv")
+    assert (failure.item_id, failure.path, failure.stage) == ("broken", f"{url}:1", "decode")

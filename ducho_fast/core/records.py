@@ -21,12 +21,26 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Blob:
+    """Where an item's encoded bytes sit when they are a table's cell, not a file: the
+    table (a path or an fsspec URL), its column, the row (from 0) and the bytes' hash (the
+    item's content fingerprint, taken when the table is listed)."""
+
+    table: str
+    column: str
+    row: int
+    digest: str
+
+
+@dataclass(frozen=True)
 class Item:
-    """One unit of work: an id and its payload (an image path or a text)."""
+    """One unit of work: an id and its payload (an image path, a text, or a table cell);
+    `path` names where it comes from in messages (`table.parquet:7` for a table's row 7)."""
 
     item_id: str
     path: str
     text: str | None = None
+    blob: Blob | None = None
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ def item_fingerprints(
     for item in items:
         if item.text is not None:
             found[item.item_id] = text_fingerprint(item.text)
+        elif item.blob is not None:  # a table's cell: its bytes were hashed when listed
+            found[item.item_id] = "b" + item.blob.digest
         else:
             found[item.item_id] = file_fingerprint(item.path, stamps, fresh)
     return found, fresh

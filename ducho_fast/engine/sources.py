@@ -80,17 +80,21 @@ class Row:
     problem: str | None = None
 
 
-def read_table(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[Row]]:
+def read_table(path: Path | str, encoding: str = "utf-8") -> tuple[list[str], list[Row]]:
     """A TSV/CSV file as strings (ids keep their leading zeros), read as pandas reads it for
     Ducho (`"` quotes a field), except that no row is lost silently: a row whose field count
     differs from the header's, or whose quote never closes or (in a TSV) runs over line breaks
     into lines that hold tabs, comes back with its `problem`, and the lines after it are read
-    as rows. A UTF-8 byte-order mark is dropped; blank lines are skipped, as pandas does."""
-    if not path.is_file():
+    as rows. A UTF-8 byte-order mark is dropped; blank lines are skipped, as pandas does.
+    A Parquet table may also be an fsspec URL (`s3://`, `gs://`, `file://`)."""
+    if isinstance(path, str) and not is_parquet(path):  # a URL (parquet.input_location)
+        raise ConfigError(f"{path}: only Parquet tables are read from URLs, not TSV or CSV")
+    if isinstance(path, Path) and not path.is_file():
         raise ConfigError(f"input file {path} does not exist")
     if is_parquet(path):  # rows numbered from 1 where a TSV gives lines
         columns, values = read_parquet_rows(path)
         return columns, [Row(number, row) for number, row in enumerate(values, start=1)]
+    assert isinstance(path, Path)
     lines = io.StringIO(decode_table(path, encoding), newline="").readlines()
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
     records = parse_records(lines, delimiter)
@@ -187,14 +191,14 @@ def table_row(columns: list[str], line: int, fields: list[str], problem: str | N
     return Row(line, values, problem)
 
 
-def require_columns(path: Path, columns: list[str], wanted: Sequence[str]) -> None:
+def require_columns(path: Path | str, columns: list[str], wanted: Sequence[str]) -> None:
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise ConfigError(f"{path} has no column(s) {missing}; its columns are {columns}")
 
 
 def list_texts(
-    path: Path, id_column: str, text_columns: Sequence[str], encoding: str = "utf-8"
+    path: Path | str, id_column: str, text_columns: Sequence[str], encoding: str = "utf-8"
 ) -> Listing:
     """Item texts: one row per item; several text columns are joined with a space. Ids are
     kept exactly as written (spaces included), as pandas reads them for Ducho."""
@@ -205,7 +209,10 @@ def list_texts(
 
 
 def list_interaction_texts(
-    path: Path, id_columns: Sequence[str], text_columns: Sequence[str], encoding: str = "utf-8"
+    path: Path | str,
+    id_columns: Sequence[str],
+    text_columns: Sequence[str],
+    encoding: str = "utf-8",
 ) -> Listing:
     """Interaction texts (e.g. reviews): id columns [user, item] give the id `user__item`."""
     if len(id_columns) != 2 or not text_columns:
@@ -225,7 +232,7 @@ def list_interaction_texts(
 
 
 def text_listing(
-    path: Path,
+    path: Path | str,
     rows: Sequence[Row],
     row_id: Callable[[Row], str],
     text_columns: Sequence[str],

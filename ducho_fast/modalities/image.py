@@ -21,6 +21,7 @@ from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Batch, Item, Shard
 from ducho_fast.modalities.base import BATCH_SIZES, Feed, Inputs, MakeInputs, Sample
+from ducho_fast.modalities.blobs import decode_blob
 from ducho_fast.modalities.files import (
     FileDataset,
     collate_files,
@@ -46,6 +47,8 @@ class ImageDataset(FileDataset):
         self.draft_side = draft_side(self.specs.values()) if jpeg_draft and specs else None
 
     def read(self, item: Item) -> Image.Image:
+        if item.blob is not None:  # encoded bytes in a table's cell (modalities/blobs.py)
+            return decode_blob(item.blob, self.draft_side)
         return decode_image(item.path, self.draft_side)
 
     def prepare(self, decoded: Image.Image) -> dict[str, np.ndarray]:

@@ -181,9 +181,16 @@ def item_table(prepared: PreparedPass) -> list[Any]:
                 "id": pa.array([i.item_id for i in chosen], pa.string()),
                 "path": pa.array([i.path for i in chosen], pa.string()),
                 "text": pa.array([i.text for i in chosen], pa.string()),
+                "blob": pa.array([blob_cell(i) for i in chosen], pa.binary()),
             }
             blocks.append(pa.table(columns))
     return blocks
+
+
+def blob_cell(item: Item) -> bytes | None:
+    """Where a table cell's bytes are (the decode task reads them), pickled; None for files
+    and texts."""
+    return None if item.blob is None else pickle.dumps(item.blob, protocol=5)
 
 
 def results(ray: Any, prepared: PreparedPass, pool: Pool) -> Any:
@@ -200,8 +207,7 @@ def results(ray: Any, prepared: PreparedPass, pool: Pool) -> Any:
             "feeds": prepared.feeds,
             "options": prepared.options,
         },
-        num_cpus=DECODE_CPUS,
-        scheduling_strategy="SPREAD",  # decoding spreads over the nodes (and stays unfused)
+        num_cpus=DECODE_CPUS,  # tasks spread over the nodes (Ray Data's default strategy)
     )
     return decoded.map_batches(
         InferenceActor,
@@ -219,20 +225,25 @@ def decode_rows(
 ) -> dict[str, np.ndarray]:
     """Some items (of one or more shards) decoded and preprocessed by their modality's own
     batcher, exactly as the local engine does; one output row per model batch, with the
-    items' positions in the pass and any failures (recorded, never dropped)."""
-    texts = rows["text"]
+    items' positions in the pass and any failures (recorded, never dropped).
+
+    Decoding runs in one forked child of this task (`core.pool`, a few ms per task), as the
+    local engine's decode workers do: a decoder that crashes (or is killed for its memory)
+    kills that child, not this Ray worker, which Ray would retry without end; the batch is
+    retried alone, then item by item, and an item that kills it twice is recorded."""
+    columns = zip(rows["id"], rows["path"], rows["text"], rows["blob"], strict=True)
     items = [
-        Item(str(i), str(p), None if t is None else str(t))
-        for i, p, t in zip(rows["id"], rows["path"], texts, strict=True)
+        Item(str(i), str(p), None if t is None else str(t), None if b is None else pickle.loads(b))
+        for i, p, t, b in columns
     ]
     positions = [int(p) for p in rows["position"]]
     by_shard: dict[int, list[int]] = {}
     for local, shard in enumerate(rows["shard"]):
         by_shard.setdefault(int(shard), []).append(local)
     shards = [Shard(index, tuple(local)) for index, local in by_shard.items()]
-    inline = replace(options, workers=0, pipelined=False)
+    isolated = replace(options, workers=1, pipelined=True, prefetch_batches=2)
     shard_col, payloads = [], []
-    for batch in modality(kind).batches(items, feeds, shards, inline, StageTimer()):
+    for batch in modality(kind).batches(items, feeds, shards, isolated, StageTimer()):
         where = [positions[p] for p in batch.positions]
         shard_col.append(batch.shard)
         payloads.append(pickle.dumps((where, batch.inputs, batch.failures), protocol=5))
