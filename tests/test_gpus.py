@@ -114,7 +114,8 @@ def test_the_driver_opens_no_session_when_the_workers_run_the_model(
     runs = {}
     for engine in ("local", "gpus"):
         root = tmp_path / engine
-        plan = build_plan(load_config(visual_config(root, tiny_clip)), root)
+        config = visual_config(root, tiny_clip, runtime="onnxruntime")  # the runtime counted
+        plan = build_plan(load_config(config), root)
         if engine == "gpus":
             plan = replace(plan, executor="gpus", engine=EngineOptions(gpus=(0, 1)))
         before = len(opened_here)
