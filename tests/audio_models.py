@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 
-def save_whisper(folder: Path, seed: int = 0) -> Path:
-    """Whisper with 80 mel bins and a 2-layer encoder (its 30 s input, 1500 frames)."""
+def save_whisper(folder: Path, seed: int = 0, seconds: int = 10) -> Path:
+    """Whisper with 80 mel bins and a 2-layer encoder over `seconds` of input (the real
+    models: 30 s, 3000 mel frames, 1500 encoder frames; shorter keeps the tests fast)."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
     torch.manual_seed(seed)
@@ -28,9 +29,10 @@ def save_whisper(folder: Path, seed: int = 0) -> Path:
         eos_token_id=2,
         decoder_start_token_id=1,
         max_target_positions=16,
+        max_source_positions=seconds * 50,
     )
     WhisperModel(config).eval().save_pretrained(folder)
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=seconds).save_pretrained(folder)
     return folder
 
 

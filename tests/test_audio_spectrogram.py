@@ -152,9 +152,10 @@ def test_equal_eager_clip_by_clip_batched_equal_one_by_one_export_validated(
     assert validation["passed"] and validation["min_cosine"] >= 0.9999
 
 
-def test_whisper_long_clips_run_in_30_s_windows_pooled_by_real_audio(models, tmp_path):
-    """A 45 s and a 2-minute clip: 30 s windows (the last one ending at the clip's end), each
-    window's frames of real audio pooled, windows weighted by their samples."""
+def test_whisper_long_clips_run_in_its_windows_pooled_by_real_audio(models, tmp_path):
+    """A 45 s and a 2-minute clip: windows of the model's input length (here 10 s; 30 s for
+    the real models), the last one ending at the clip's end, each window's frames of real
+    audio pooled, windows weighted by their samples."""
     from ducho_fast.modalities.audio import window_bounds
     from ducho_fast.models.registry import load_model
     from ducho_fast.models.spec import ModelRef
@@ -167,11 +168,11 @@ def test_whisper_long_clips_run_in_30_s_windows_pooled_by_real_audio(models, tmp
     model = models["whisper"]
     got = run("whisper", model, folder, tmp_path / "out", batch_size=2, options=TORCH)
     spec = load_model(ModelRef(str(model), layers=LAYERS["whisper"])).towers[0].preprocess
-    assert spec.window_s == 30.0
+    assert spec.window_s == 10.0
     for name, seconds in durations.items():
         wave = decode_audio(folder / f"{name}.flac", 16000)
         bounds = window_bounds(len(wave), spec)
-        assert len(bounds) == math.ceil(seconds / 30) and bounds[-1][1] == len(wave)
+        assert len(bounds) == math.ceil(seconds / 10) and bounds[-1][1] == len(wave)
         rows = [eager_rows("whisper", model, wave[a:b])["last_hidden_state"] for a, b in bounds]
         weights = [b - a for a, b in bounds]
         expected = np.average(np.stack(rows), axis=0, weights=weights)
@@ -218,3 +219,47 @@ def test_output_layers_each_model_has_and_clear_errors_for_the_rest(models):
         load_model(ModelRef(str(models["ast"]), layers=("7",)))
     tower = load_model(ModelRef(str(models["clap"]))).towers[0]
     assert tower.output_names == ("audio_embeds",)  # CLAP's default: its embedding
+
+
+def test_ducho_block_and_load_run_spectrogram_encoders(models, clips, tmp_path):
+    """A Ducho `audio` block with AST's `pooler_output` and CLAP's `audio_embeds` writes
+    Ducho's `(1, D)` files equal to the compact rows; `load(...).encode_audio` (AST's default
+    layer, `last_hidden_state`) equals eager for paths and for waveforms."""
+    import yaml
+
+    import ducho_fast
+    from ducho_fast.api import extract_config
+
+    dataset = tmp_path / "data"
+    shutil.copytree(clips, dataset / "audio")
+    entries = [
+        {"model_name": str(models["ast"]), "output_layers": list(LAYERS["ast"])},
+        {"model_name": str(models["clap"]), "output_layers": "audio_embeds"},
+    ]
+    for entry in entries:
+        entry.update(backend="transformers", batch_size=4)
+    config = {
+        "dataset_path": str(dataset),
+        "audio": {"items": {"input_path": "audio", "output_path": "out", "model": entries}},
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    extract_config(path, (), QUIET)
+    for kind, layer, size in (("ast", "pooler_output", 32), ("clap", "audio_embeds", 16)):
+        name = models[kind].name
+        ducho = dataset / "out" / "transformers" / name / layer
+        compact = dataset / "ducho-fast" / "audio" / "items" / "transformers" / name / layer
+        ids = (compact / "ids.txt").read_text().split()
+        rows = dict(zip(ids, np.load(compact / "features.npy"), strict=True))
+        assert sorted(ids) == sorted(p.stem for p in clips.iterdir())
+        for item_id, row in rows.items():
+            array = np.load(ducho / f"{item_id}.npy")
+            assert array.shape == (1, size) and array.dtype == np.float32
+            np.testing.assert_array_equal(array[0], row)
+    encoder = ducho_fast.load(models["ast"])  # exported with its default layer
+    paths = sorted(clips.iterdir())
+    encoded = encoder.encode_audio(paths, batch_size=3)
+    for path, got in zip(paths, encoded, strict=True):
+        wave = decode_audio(path, 16000)
+        assert_close(eager_rows("ast", models["ast"], wave)["last_hidden_state"], got)
+    np.testing.assert_allclose(encoder.encode_audio(wave)[0], encoded[-1], atol=1e-5)
