@@ -263,3 +263,29 @@ def test_ducho_block_and_load_run_spectrogram_encoders(models, clips, tmp_path):
         wave = decode_audio(path, 16000)
         assert_close(eager_rows("ast", models["ast"], wave)["last_hidden_state"], got)
     np.testing.assert_allclose(encoder.encode_audio(wave)[0], encoded[-1], atol=1e-5)
+
+
+def test_checkpoints_of_the_hub_classes_load_the_same_tower(models, tmp_path):
+    """openai/whisper-* are WhisperForConditionalGeneration checkpoints; a CLAP audio tower
+    may be saved alone (ClapAudioModelWithProjection, model_type clap_audio_model)."""
+    import torch
+    import transformers
+
+    from ducho_fast.models.registry import load_model
+    from ducho_fast.models.spec import ModelRef
+
+    pairs = (
+        ("whisper", "WhisperForConditionalGeneration", "WhisperFeatureExtractor"),
+        ("clap", "ClapAudioModelWithProjection", "ClapFeatureExtractor"),
+    )
+    for kind, model_class, extractor_class in pairs:
+        saved = tmp_path / model_class
+        getattr(transformers, model_class).from_pretrained(models[kind]).save_pretrained(saved)
+        getattr(transformers, extractor_class).from_pretrained(models[kind]).save_pretrained(saved)
+        ours, theirs = (load_model(ModelRef(str(f))).towers[0] for f in (models[kind], saved))
+        size = int(np.prod(ours.preprocess.feature_shape))
+        x = torch.randn(2, size, generator=torch.Generator().manual_seed(0))
+        mask = torch.ones(2, ours.preprocess.feature_shape[-1], dtype=torch.int64)
+        with torch.inference_mode():
+            assert torch.equal(ours.module(x, mask)[0], theirs.module(x, mask)[0])
+        assert ours.preprocess == theirs.preprocess

@@ -30,6 +30,7 @@ SPECTROGRAM_ENCODERS = {
     "whisper": "whisper",
     "audio-spectrogram-transformer": "ast",
     "clap": "clap",
+    "clap_audio_model": "clap",  # a saved ClapAudioModelWithProjection
 }
 # The named outputs each kind has (an integer layer indexes hidden_states where listed).
 NAMED_OUTPUTS = {
