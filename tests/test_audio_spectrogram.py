@@ -289,3 +289,25 @@ def test_checkpoints_of_the_hub_classes_load_the_same_tower(models, tmp_path):
         with torch.inference_mode():
             assert torch.equal(ours.module(x, mask)[0], theirs.module(x, mask)[0])
         assert ours.preprocess == theirs.preprocess
+
+
+def test_whisper_in_decode_workers_after_an_export_does_not_hang(models, clips, tmp_path):
+    """Whisper's extractor runs torch's STFT in the forked decode workers; after the parent
+    ran torch (the export on the fly), torch's inherited OpenMP pool hung them forever. A
+    fresh process, as a user's first run: export, then two workers (bounded by a timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    audio = tmp_path / "clips"
+    audio.mkdir()
+    for path in sorted(clips.iterdir())[:3]:
+        shutil.copy(path, audio / path.name)
+    args = [sys.executable, "-m", "ducho_fast.cli", "extract", "--model", str(models["whisper"])]
+    args += ["--audio", str(audio), "--output", str(tmp_path / "out"), "--workers", "2"]
+    args += ["--batch-size", "2", "--no-progress", "--layer", "last_hidden_state"]
+    env = {**os.environ, "DUCHO_FAST_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = np.load(tmp_path / "out" / "whisper" / "last_hidden_state" / "features.npy")
+    assert rows.shape == (3, 32) and np.isfinite(rows).all()

@@ -208,6 +208,19 @@ def feature_extractor(class_name: str, config: str) -> Any:
     return getattr(transformers, class_name).from_dict(json.loads(config))
 
 
+def single_threaded_torch() -> None:
+    """In a forked decode worker: Whisper's extractor computes its STFT with torch when torch
+    is installed, and torch's OpenMP pool, inherited from a parent that already ran torch (an
+    export), hangs the child. One thread, as torch's DataLoader workers; set in the calling
+    thread, since the item timeout runs each item in a thread of its own."""
+    import multiprocessing
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
+
+
 def extractor_call(
     kind: str, class_name: str, config: str, window: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +230,7 @@ def extractor_call(
     extractor = feature_extractor(class_name, config)
     rate = int(extractor.sampling_rate)
     if kind == "whisper":
+        single_threaded_torch()
         out = extractor(window, sampling_rate=rate, return_attention_mask=True, return_tensors="np")
         return out["input_features"][0], out["attention_mask"][0]
     out = extractor(window, sampling_rate=rate, return_tensors="np")
