@@ -13,6 +13,11 @@ clip). A longer clip is cut into windows of exactly `window_s`, starting every
 `window_s - overlap_s` seconds, the last one ending at the clip's end; frames covered by two
 windows count once per window. Memory per graph call is bounded by `CALL_SECONDS` of padded
 audio, whatever the clip's length.
+
+Spectrogram encoders (Whisper, AST, CLAP; `FeatureSpec`): the worker runs the model's own
+feature extractor on each window, whose length is the model's input length (no overlap), so
+every window is the same size: `input_values` holds the flat features, `attention_mask` the
+frame mask the graph pools with, and `window_weight` each window's real samples.
 """
 
 from __future__ import annotations

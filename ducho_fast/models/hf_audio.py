@@ -136,7 +136,7 @@ def audio_spec(extractor, config) -> AudioPreprocessSpec:
 class SpectrogramTower(nn.Module):
     """(flat features of equal-size windows, frame mask) -> each layer per window: frames
     mean-pooled (Whisper: only the frames of real audio, from the extractor's mel mask; AST:
-    all tokens, as its pooler sees them), or the model's own pooled embedding."""
+    all tokens of its fixed-size input), or the model's own pooled embedding."""
 
     def __init__(self, body: nn.Module, layers: tuple[str, ...], spec: FeatureSpec):
         super().__init__()
