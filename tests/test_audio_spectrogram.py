@@ -311,3 +311,19 @@ def test_whisper_in_decode_workers_after_an_export_does_not_hang(models, clips, 
     assert done.returncode == 0, done.stderr[-2000:]
     rows = np.load(tmp_path / "out" / "whisper" / "last_hidden_state" / "features.npy")
     assert rows.shape == (3, 32) and np.isfinite(rows).all()
+
+
+def test_an_extractor_that_adds_random_noise_is_refused(models, tmp_path):
+    """Whisper's extractor can dither (add noise to every clip): features would differ from
+    run to run, so such a model is refused, naming the setting."""
+    from transformers import WhisperFeatureExtractor
+
+    from ducho_fast.core.errors import ModelLoadError
+    from ducho_fast.models.registry import load_model
+    from ducho_fast.models.spec import ModelRef
+
+    folder = tmp_path / "dithered"
+    shutil.copytree(models["whisper"], folder)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=10, dither=0.5).save_pretrained(folder)
+    with pytest.raises(ModelLoadError, match=r"dither=0\.5"):
+        load_model(ModelRef(str(folder)))

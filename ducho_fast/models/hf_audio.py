@@ -220,6 +220,12 @@ def load_spectrogram(ref: ModelRef, path: Path, model_type: str) -> LoadedModel:
     model = getattr(transformers, classes[kind]).from_pretrained(path, attn_implementation="eager")
     body = model.get_encoder() if kind == "whisper" else model
     extractor = AutoFeatureExtractor.from_pretrained(path)
+    if float(getattr(extractor, "dither", 0.0) or 0.0) != 0.0:
+        raise ModelLoadError(
+            f"{ref.source}: its feature extractor adds random noise (dither="
+            f"{extractor.dither}), so features would change from run to run; save it with "
+            "dither=0.0 (the released checkpoints' setting)"
+        )
     config = model.config
     depth = int(getattr(config, "encoder_layers", getattr(config, "num_hidden_layers", 0)))
     layers = layer_names(ref.layers, depth, ref.source, kind)
