@@ -216,8 +216,8 @@ def feature_extractor(class_name: str, config: str) -> Any:
 def single_threaded_torch() -> None:
     """In a forked decode worker: Whisper's extractor computes its STFT with torch when torch
     is installed, and torch's OpenMP pool, inherited from a parent that already ran torch (an
-    export), hangs the child. One thread, as torch's DataLoader workers; set in the calling
-    thread, since the item timeout runs each item in a thread of its own."""
+    export), hangs the child. One thread, as torch's DataLoader workers; checked on every
+    call, since the cached extractor may have been built in the parent before the fork."""
     import multiprocessing
     import sys
 
