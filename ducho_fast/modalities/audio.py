@@ -13,10 +13,16 @@ clip). A longer clip is cut into windows of exactly `window_s`, starting every
 `window_s - overlap_s` seconds, the last one ending at the clip's end; frames covered by two
 windows count once per window. Memory per graph call is bounded by `CALL_SECONDS` of padded
 audio, whatever the clip's length.
+
+Spectrogram encoders (Whisper, AST, CLAP; `FeatureSpec`): the worker runs the model's own
+feature extractor on each window, whose length is the model's input length (no overlap), so
+every window is the same size: `input_values` holds the flat features, `attention_mask` the
+frame mask the graph pools with, and `window_weight` each window's real samples.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -112,7 +118,135 @@ class AudioPreprocessSpec:
         return size
 
 
-def window_bounds(samples: int, spec: AudioPreprocessSpec) -> list[tuple[int, int]]:
+FEATURE_KINDS = ("whisper", "ast", "clap")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A spectrogram encoder (Whisper, AST, CLAP): its own transformers feature extractor
+    (rebuilt from `extractor_json` in each worker) turns each window into a fixed-size input.
+    Windows are the model's own input length (`window_s`: Whisper's 30 s, AST's `max_length`
+    frames, CLAP's `max_length_s`), so the extractor never pads past nor truncates a window:
+    CLAP's random truncation never runs and features are deterministic."""
+
+    kind: str
+    sampling_rate: int
+    extractor_class: str
+    extractor_json: str
+    feature_shape: tuple[int, ...]
+    window_s: float
+    overlap_s: float = 0.0
+    resampler: str = RESAMPLER
+    min_samples: int = 400  # 25 ms: one spectrogram frame
+
+    masked = True  # every window has the same input size: batching never pads
+    normalize = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_shape", tuple(int(d) for d in self.feature_shape))
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown spectrogram encoder kind {self.kind!r}")
+        if not 0 <= self.overlap_s < self.window_s:
+            raise ValueError("audio windows need 0 <= overlap_s < window_s")
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "sampling_rate": self.sampling_rate,
+            "extractor_class": self.extractor_class,
+            "extractor": json.loads(self.extractor_json),
+            "feature_shape": list(self.feature_shape),
+            "window_s": self.window_s,
+            "overlap_s": self.overlap_s,
+            "resampler": self.resampler,
+            "min_samples": self.min_samples,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        return cls(
+            str(data["kind"]),
+            int(data["sampling_rate"]),
+            str(data["extractor_class"]),
+            json.dumps(data["extractor"], sort_keys=True),
+            tuple(data["feature_shape"]),
+            float(data["window_s"]),
+            float(data["overlap_s"]),
+            str(data.get("resampler", RESAMPLER)),
+            int(data.get("min_samples", 400)),
+        )
+
+    @property
+    def window(self) -> int:
+        return round(self.window_s * self.sampling_rate)
+
+    @property
+    def hop(self) -> int:
+        return self.window - round(self.overlap_s * self.sampling_rate)
+
+    def features(self, window: np.ndarray) -> FeatureWindow:
+        """One window through the model's feature extractor, exactly as eager callers run it."""
+        out = extractor_call(self.kind, self.extractor_class, self.extractor_json, window)
+        return FeatureWindow(
+            np.ascontiguousarray(out[0].reshape(-1), dtype=np.float32),
+            np.ascontiguousarray(out[1].reshape(-1), dtype=np.int64),
+            float(len(window)),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureWindow:
+    """A spectrogram encoder's input for one window: the extractor's features (flat), the
+    frame mask the graph pools with (Whisper: which mel frames hold real audio; others: a
+    placeholder), and the window's real samples (its weight when a clip's windows are
+    pooled)."""
+
+    values: np.ndarray
+    mask: np.ndarray
+    weight: float
+
+
+@functools.cache
+def feature_extractor(class_name: str, config: str) -> Any:
+    import transformers
+
+    return getattr(transformers, class_name).from_dict(json.loads(config))
+
+
+def single_threaded_torch() -> None:
+    """In a forked decode worker: Whisper's extractor computes its STFT with torch when torch
+    is installed, and torch's OpenMP pool, inherited from a parent that already ran torch (an
+    export), hangs the child. One thread, as torch's DataLoader workers; checked on every
+    call, since the cached extractor may have been built in the parent before the fork."""
+    import multiprocessing
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
+
+
+def extractor_call(
+    kind: str, class_name: str, config: str, window: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features of one window, frame mask). Whisper pads to its 30 s with the mask of the
+    real frames; AST pads or cuts to `max_length` frames; CLAP repeats a short window to its
+    10 s (`repeatpad`), and a window is never longer, so it never truncates at random."""
+    extractor = feature_extractor(class_name, config)
+    rate = int(extractor.sampling_rate)
+    if kind == "whisper":
+        single_threaded_torch()
+        out = extractor(window, sampling_rate=rate, return_attention_mask=True, return_tensors="np")
+        return out["input_features"][0], out["attention_mask"][0]
+    out = extractor(window, sampling_rate=rate, return_tensors="np")
+    values = out["input_values"] if kind == "ast" else out["input_features"]
+    return values[0], np.ones(1, np.int64)
+
+
+AnySpec = AudioPreprocessSpec | FeatureSpec
+
+
+def window_bounds(samples: int, spec: AnySpec) -> list[tuple[int, int]]:
     """[start, end) of each window: the whole clip, or windows of exactly `spec.window`."""
     size = spec.window
     if samples <= size:
@@ -126,7 +260,7 @@ def normalize(wave: np.ndarray) -> np.ndarray:
     return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
 
 
-def clip_windows(wave: np.ndarray, spec: AudioPreprocessSpec) -> list[np.ndarray]:
+def clip_windows(wave: np.ndarray, spec: AnySpec) -> list[Any]:
     """A decoded clip as the model's input windows; too short a clip is an error."""
     if len(wave) < spec.min_samples:
         raise AudioDecodeError(
@@ -134,6 +268,8 @@ def clip_windows(wave: np.ndarray, spec: AudioPreprocessSpec) -> list[np.ndarray
             f"least {spec.min_samples} ({spec.min_samples / spec.sampling_rate * 1000:.0f} ms)"
         )
     windows = [wave[start:end] for start, end in window_bounds(len(wave), spec)]
+    if isinstance(spec, FeatureSpec):
+        return [spec.features(w) for w in windows]
     prepared = [normalize(w) if spec.normalize else w for w in windows]
     return [np.ascontiguousarray(w, dtype=np.float32) for w in prepared]
 
@@ -149,11 +285,25 @@ def pad_windows(windows: Sequence[np.ndarray]) -> Inputs:
     return {"input_values": values, "attention_mask": mask}
 
 
-def batch_inputs(per_item: Sequence[Sequence[np.ndarray]]) -> Inputs:
-    """The windows of several clips as one input set, with the clip of each window."""
+def stack_features(windows: Sequence[FeatureWindow]) -> Inputs:
+    """Graph input of a spectrogram encoder: equal-size windows, stacked (no padding)."""
+    return {
+        "input_values": np.stack([w.values for w in windows]),
+        "attention_mask": np.stack([w.mask for w in windows]),
+    }
+
+
+def batch_inputs(per_item: Sequence[Sequence[Any]]) -> Inputs:
+    """The windows of several clips as one input set, with the clip of each window (and,
+    for spectrogram encoders, each window's weight in its clip's pooling)."""
     windows = [w for item in per_item for w in item]
     owners = np.repeat(np.arange(len(per_item)), [len(item) for item in per_item])
-    return {**pad_windows(windows), "window_item": owners.astype(np.int64)}
+    if windows and isinstance(windows[0], FeatureWindow):
+        weights = np.array([w.weight for w in windows], np.float64)
+        inputs = {**stack_features(windows), "window_weight": weights}
+    else:
+        inputs = pad_windows(windows)
+    return {**inputs, "window_item": owners.astype(np.int64)}
 
 
 # --- the session the engine runs ------------------------------------------------------------
@@ -180,7 +330,7 @@ class WindowedSession:
     """Clips in, one pooled row per clip out, over a session that runs windows (see module
     docstring)."""
 
-    def __init__(self, inner: Any, spec: AudioPreprocessSpec):
+    def __init__(self, inner: Any, spec: AnySpec):
         self.inner = inner
         self.spec = spec
         self.input_names = ("input_values", "attention_mask", "window_item")
@@ -190,21 +340,32 @@ class WindowedSession:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values, mask = inputs["input_values"], inputs["attention_mask"]
         owners = np.asarray(inputs["window_item"], dtype=np.int64)
-        lengths = mask.sum(axis=1)
+        if isinstance(self.spec, FeatureSpec):  # equal-size windows: chunks, no trimming
+            lengths = np.full(len(values), self.spec.window)
+            weights = np.asarray(inputs["window_weight"], np.float64)
+        else:
+            lengths = mask.sum(axis=1)
+            weights = self.spec.frames(lengths)
         per_window: dict[str, np.ndarray] = {}
+        trim = not isinstance(self.spec, FeatureSpec)
         for group in call_groups(lengths, self.spec.masked, self.budget):
-            longest = int(lengths[group].max())
-            chunk = {
-                "input_values": np.ascontiguousarray(values[group, :longest]),
-                "attention_mask": np.ascontiguousarray(mask[group, :longest]),
-            }
+            chunk = chunk_inputs(values, mask, group, lengths, trim)
             for name, array in self.inner.run(chunk).items():
                 out = per_window.setdefault(name, np.zeros((len(values), array.shape[1]), "f4"))
                 out[group] = array
-        return {
-            name: pool(array, owners, self.spec.frames(lengths))
-            for name, array in per_window.items()
-        }
+        return {name: pool(array, owners, weights) for name, array in per_window.items()}
+
+
+def chunk_inputs(
+    values: np.ndarray, mask: np.ndarray, group: np.ndarray, lengths: np.ndarray, trim: bool
+) -> Inputs:
+    """One graph call's windows; waveforms trimmed to the group's longest."""
+    longest = int(lengths[group].max()) if trim else values.shape[1]
+    width = longest if trim else mask.shape[1]
+    return {
+        "input_values": np.ascontiguousarray(values[group, :longest]),
+        "attention_mask": np.ascontiguousarray(mask[group, :width]),
+    }
 
 
 def pool(per_window: np.ndarray, owners: np.ndarray, frames: np.ndarray) -> np.ndarray:
@@ -226,9 +387,7 @@ def pool(per_window: np.ndarray, owners: np.ndarray, frames: np.ndarray) -> np.n
 class AudioDataset(FileDataset):
     """Decode once per sampling rate, window per spec."""
 
-    def __init__(
-        self, items: Sequence[Item], specs: Mapping[str, AudioPreprocessSpec], timeout_s: float
-    ):
+    def __init__(self, items: Sequence[Item], specs: Mapping[str, AnySpec], timeout_s: float):
         super().__init__(items, timeout_s)
         self.specs = dict(specs)
 
@@ -245,7 +404,7 @@ collate_audio = partial(collate_files, combine=batch_inputs)
 
 def audio_batches(
     items: Sequence[Item],
-    specs: Mapping[str, AudioPreprocessSpec],
+    specs: Mapping[str, AnySpec],
     shards: Sequence[Shard],
     options: PipelineOptions,
     timer: StageTimer,
@@ -268,7 +427,7 @@ def synthetic_wave(seconds: float, rate: int, seed: int) -> np.ndarray:
     return (wave + rng.normal(0, 0.02, len(t))).astype(np.float32)
 
 
-def sample_waves(spec: AudioPreprocessSpec, sample: Sample) -> list[np.ndarray]:
+def sample_waves(spec: AnySpec, sample: Sample) -> list[np.ndarray]:
     waves = []
     for path in sample.get("audio"):
         try:
@@ -283,7 +442,7 @@ def fit_length(wave: np.ndarray, samples: int) -> np.ndarray:
 
 
 def case_inputs(
-    spec: AudioPreprocessSpec, waves: Sequence[np.ndarray], seconds: float, batch: int, seed: int
+    spec: AnySpec, waves: Sequence[np.ndarray], seconds: float, batch: int, seed: int
 ) -> Inputs:
     """`batch` windows of about `seconds` (mixed lengths where the model takes a mask, so
     padding is exercised; equal lengths where it does not), from the user's clips or
@@ -296,12 +455,14 @@ def case_inputs(
         source = (
             waves[(seed + row) % len(waves)] if waves else synthetic_wave(seconds, rate, seed + row)
         )
-        window = fit_length(source, samples)
+        window = np.asarray(fit_length(source, samples), np.float32)
         windows.append(normalize(window) if spec.normalize else window)
-    return pad_windows([np.asarray(w, np.float32) for w in windows])
+    if isinstance(spec, FeatureSpec):
+        return stack_features([spec.features(w) for w in windows])
+    return pad_windows(windows)
 
 
-def audio_cases(spec: AudioPreprocessSpec, sample: Sample) -> list[tuple[str, Inputs]]:
+def audio_cases(spec: AnySpec, sample: Sample) -> list[tuple[str, Inputs]]:
     waves = sample_waves(spec, sample)
     source = ",sample clips" if waves else ""
     cases = []
@@ -314,12 +475,12 @@ def audio_cases(spec: AudioPreprocessSpec, sample: Sample) -> list[tuple[str, In
     return cases
 
 
-def spec_key(spec: AudioPreprocessSpec) -> str:
+def spec_key(spec: AnySpec) -> str:
     text = json.dumps(spec.to_dict(), sort_keys=True)
     return "a" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def payload_windows(payload: Any, spec: AudioPreprocessSpec) -> list[np.ndarray]:
+def payload_windows(payload: Any, spec: AnySpec) -> list[Any]:
     """A path (decoded), or a mono waveform already at the model's rate."""
     if isinstance(payload, (str, Path)):
         wave = decode_audio(payload, spec.sampling_rate)
@@ -337,12 +498,17 @@ class AudioModality:
     def input_axes(self) -> dict[str, dict[int, str]]:
         return {name: {0: "batch", 1: "time"} for name in self.input_names}
 
-    def spec_from_dict(self, data: Mapping[str, Any]) -> AudioPreprocessSpec:
+    def spec_from_dict(self, data: Mapping[str, Any]) -> AnySpec:
+        if "extractor" in data:
+            return FeatureSpec.from_dict(data)
         return AudioPreprocessSpec.from_dict(data)
 
     def example_inputs(self, tower: Any) -> Inputs:
-        spec: AudioPreprocessSpec = tower.preprocess
+        spec: AnySpec = tower.preprocess
         rate = spec.sampling_rate
+        if isinstance(spec, FeatureSpec):  # a short and a shorter clip: Whisper's mask varies
+            waves = [synthetic_wave(1.0, rate, 0), synthetic_wave(0.5, rate, 1)]
+            return stack_features([spec.features(w) for w in waves])
         inputs = pad_windows([synthetic_wave(1.0, rate, 0), synthetic_wave(1.0, rate, 1)])
         if spec.masked:  # a padded row, so the mask's path is traced
             inputs["input_values"][1, rate // 2 :] = 0
@@ -357,12 +523,14 @@ class AudioModality:
         return audio_cases(feed.prepare, sample)
 
     def calibration_batches(self, tower: Any, sample: Sample) -> list[Inputs]:
-        spec: AudioPreprocessSpec = tower.preprocess
+        spec: AnySpec = tower.preprocess
         firsts = [
             clip_windows(w, spec)[0]
             for w in sample_waves(spec, sample)
             if len(w) >= spec.min_samples
         ]
+        if isinstance(spec, FeatureSpec):
+            return [stack_features(firsts[i : i + 4]) for i in range(0, len(firsts), 4)]
         cut = [w[: round(10 * spec.sampling_rate)] for w in firsts]
         if not spec.masked:
             return [pad_windows([w]) for w in cut]
@@ -396,7 +564,10 @@ class AudioModality:
 
     def sweep_inputs(self, feed: Feed, items: Sequence[Item]) -> MakeInputs:
         """Clips as long as the run's own (the median of a few), one window each."""
-        spec: AudioPreprocessSpec = feed.prepare
+        spec: AnySpec = feed.prepare
+        if isinstance(spec, FeatureSpec):  # every window is the model's fixed input size
+            fixed = clip_windows(synthetic_wave(2.0, spec.sampling_rate, 0), spec)[0]
+            return lambda size: batch_inputs([[fixed]] * size)
         lengths = []
         for item in items[:: max(len(items) // 8, 1)][:8]:
             try:
