@@ -4,6 +4,7 @@ remembered so only the first run measures."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import pytest
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.engine.draft_gate import DraftGate, decide, pass_margin
+from ducho_fast.core.records import Item
+from ducho_fast.engine.draft_gate import DraftGate, decide, gate_sample, pass_margin
 
 from .conftest import shared_set
+from .test_faults import FifoGuard
 
 STRIPED_SHIRT = "0722475024.jpg"  # fine pin stripes: libjpeg's reduced decode aliases them
 
@@ -126,3 +129,20 @@ def test_the_pass_decodes_at_the_largest_margin_its_models_need():
     assert decide([fine, needs_half], options).draft_margin == 2.0
     assert decide([fine, needs_half], options).jpeg_draft
     assert not decide([fine, hopeless], options).jpeg_draft
+
+
+def test_the_gate_samples_large_jpegs_and_never_opens_a_fifo(
+    large_photos, skimage_photos, tmp_path
+):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    png = next(p for p in skimage_photos if p.suffix == ".png")
+    items = [Item("pipe", str(fifo)), Item("png", str(png))]
+    items += [Item(p.stem, str(p)) for p in large_photos[:2]]
+    guard = FifoGuard(fifo)
+    try:
+        paths = gate_sample(items, 224)
+    finally:
+        guard.close()
+    assert not guard.had_to
+    assert paths == [str(p) for p in large_photos[:2]]

@@ -28,7 +28,13 @@ from PIL import Image
 
 from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.fidelity import row_cosines
-from ducho_fast.core.image import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
+from ducho_fast.core.image import (
+    ImagePreprocessSpec,
+    decode_image,
+    draft_side,
+    preprocess_image,
+    require_regular_file,
+)
 from ducho_fast.core.io import atomic_json
 from ducho_fast.core.machine import machine_key
 from ducho_fast.core.options import PipelineOptions
@@ -108,6 +114,7 @@ def gate_sample(items: Sequence[Item], side: int) -> list[str]:
     paths = []
     for item in items[::stride][:PROBED]:
         try:
+            require_regular_file(item.path)  # a FIFO would block the open
             with Image.open(item.path) as image:
                 if image.format == "JPEG" and min(image.size) >= 2 * side:
                     paths.append(item.path)
