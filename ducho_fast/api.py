@@ -211,6 +211,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
         shard_size=options.shard_size or 1024,
         item_timeout_s=options.item_timeout or 60.0,
         jpeg_draft=bool(options.jpeg_draft),
+        draft_min_cosine=options.min_cosine or 0.99,
         pipelined=options.pipelined,
     )
     plan = ExtractPlan(

@@ -238,6 +238,8 @@ def print_summary(results, run_log: Path | None = None) -> None:
             click.echo(f"  stages: {stages}")
         if m.get("runtime_choice"):
             click.echo(f"  {m['runtime_choice']}")
+        if m.get("jpeg_draft"):
+            click.echo(f"  {m['jpeg_draft']}")
         if m.get("batch_size_choice") not in (None, "given"):
             click.echo(f"  {m['batch_size_choice']}")
     click.echo("written:")
@@ -319,7 +321,8 @@ def pass_line(result) -> str:
 @click.option(
     "--min-cosine",
     type=click.FloatRange(0, 1, min_open=True),
-    help="Fidelity floor for --runtime/--precision auto (default 0.99 against fp32).",
+    help="Fidelity floor for --runtime/--precision auto (default 0.99 against fp32) and for "
+    "--jpeg-draft (against exact decoding).",
 )
 @click.option(
     "--precision",
@@ -347,7 +350,8 @@ def pass_line(result) -> str:
     "--jpeg-draft",
     is_flag=True,
     default=None,
-    help="Decode JPEGs at reduced size (faster, not exact; never below the model's input).",
+    help="Decode JPEGs at reduced size (faster, not exact; never below the model's input); "
+    "gated: kept only where features stay within --min-cosine of exact decoding.",
 )
 @click.option(
     "--ort-provider",

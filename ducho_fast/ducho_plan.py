@@ -515,6 +515,7 @@ def plan_from(planner: DuchoPlanner, progress_workers: int | None = None) -> Ext
         shard_size=config.shard_size,
         item_timeout_s=config.item_timeout,
         jpeg_draft=config.jpeg_draft,
+        draft_min_cosine=config.min_cosine,
     )
     executor, engine = engine_of(planner)
     return ExtractPlan(

@@ -23,6 +23,7 @@ from ducho_fast.core.preflight import check_folders
 from ducho_fast.core.records import Failure, Listing, Shard
 from ducho_fast.engine.autotune import auto_choice
 from ducho_fast.engine.batch_sweep import SweepCache, choose_batch_size, sweep_key
+from ducho_fast.engine.draft_gate import GateModel, gated_options, remembered_options
 from ducho_fast.engine.executors import PreparedPass, executor_scope, get_executor
 from ducho_fast.engine.fingerprint import FileStamps, item_fingerprints
 from ducho_fast.engine.fusion import fuse, join_by_id
@@ -94,8 +95,9 @@ def run_pass(
     task, runtime_choices = measured_choices(task, listing, timer, plan.options.item_timeout_s)
     known_size = task.batch_size or remembered_batch_size(task)
     early = None
-    if known_size is not None and plan.executor == "local":  # others decode elsewhere
-        options = replace(plan.options, batch_size=known_size)
+    drafted = remembered_draft(task, plan.options)  # None: the draft gate is still to measure
+    if known_size is not None and plan.executor == "local" and drafted is not None:
+        options = replace(drafted, batch_size=known_size)  # others decode elsewhere
         early = start_decoding_early(task, plan, inputs, options, timer)
     # Executors that run the models elsewhere (ray, gpus) reopen them there: with the batch
     # size known (no sweep to run), this process only reads what it needs from the artifact,
@@ -107,6 +109,7 @@ def run_pass(
             opener(m.ref, task.kind, m.choice, i, export_sample(m, task, listing, plan))
             for i, m in enumerate(task.models)
         ]
+        plan, draft_lines = gate_draft(task, plan, opened, listing, timer)
         size, how = task_batch_size(task, opened, listing, timer)
         prepared = prepare_pass(task, plan, inputs, opened, size, timer, early)
         get_executor(plan.executor).run(prepared, progress)
@@ -115,6 +118,8 @@ def run_pass(
         result.metrics["resumed_all"] = not prepared.shards  # every shard was committed before
         if runtime_choices:
             result.metrics["runtime_choice"] = "; ".join(runtime_choices)
+        if draft_lines:
+            result.metrics["jpeg_draft"] = "; ".join(draft_lines)
         return result
     finally:
         if early is not None:
@@ -130,6 +135,38 @@ def export_sample(model: ModelTask, task: PassTask, listing: Listing, plan: Extr
     if peek_artifact(model.ref, model.choice, task.kind) is not None:
         return NO_SAMPLE
     return modality(task.kind).export_sample(listing.items, plan.options.item_timeout_s)
+
+
+def remembered_draft(task: PassTask, options: PipelineOptions) -> PipelineOptions | None:
+    """The pass's options after the --jpeg-draft gate, when its result is on record for
+    every model (read before opening them); None when it is still to be measured."""
+    if not options.jpeg_draft:
+        return options
+    models = []
+    for i, model in enumerate(task.models):
+        feed = peek_feed(model.ref, model.choice, task.kind, i)
+        identity = peek_sweep_identity(model.ref, model.choice, task.kind)
+        if feed is None or identity is None:
+            return None
+        models.append(GateModel(model.label, feed.prepare, identity, model.choice.cache))
+    return remembered_options(models, options)
+
+
+def gate_draft(
+    task: PassTask, plan: ExtractPlan, opened: list[OpenModel], listing: Listing, timer
+) -> tuple[ExtractPlan, list[str]]:
+    """--jpeg-draft kept or switched off by its fidelity gate (engine/draft_gate.py)."""
+    if task.kind != "image" or not plan.options.jpeg_draft:
+        return plan, []
+    models = [
+        GateModel(m.label, o.feed.prepare, sweep_identity(o.fingerprint), m.choice.cache, o.session)
+        for m, o in zip(task.models, opened, strict=True)
+    ]
+    with timer.stage("draft_gate"):
+        options, lines = gated_options(models, listing.items, plan.options, plan.strict)
+    for line in lines:
+        (log.info if options.jpeg_draft else log.warning)("%s: %s", task.name, line)
+    return replace(plan, options=options), lines
 
 
 def remembered_batch_size(task: PassTask) -> int | None:
@@ -170,11 +207,11 @@ class EarlyDecode:
 
     feeds: dict[str, Feed]
     shards: list[Shard]
-    batch_size: int
+    options: PipelineOptions
     reader: ReadAhead
 
-    def serves(self, feeds: dict[str, Feed], shards: list[Shard], batch_size: int) -> bool:
-        return (self.feeds, self.shards, self.batch_size) == (feeds, shards, batch_size)
+    def serves(self, feeds: dict[str, Feed], shards: list[Shard], options: PipelineOptions) -> bool:
+        return (self.feeds, self.shards, self.options) == (feeds, shards, options)
 
 
 def start_decoding_early(
@@ -196,7 +233,7 @@ def start_decoding_early(
     shards = probe.pending_shards(listing.items, options.shard_size)
     batches = kind.batches(listing.items, feeds, shards, options, timer)
     reader = ReadAhead(batches, options.prefetch_batches, timer)
-    return EarlyDecode(feeds, shards, options.batch_size, reader)
+    return EarlyDecode(feeds, shards, options, reader)
 
 
 def measured_choices(
@@ -243,9 +280,7 @@ def prepare_pass(
     options = replace(plan.options, batch_size=batch_size)
     shards = store.pending_shards(listing.items, options.shard_size)
     feeds = {o.feed.key: o.feed for o in opened}
-    started = (
-        early.reader if early is not None and early.serves(feeds, shards, batch_size) else None
-    )
+    started = early.reader if early is not None and early.serves(feeds, shards, options) else None
     return PreparedPass(
         task.name,
         modality(task.kind),
@@ -300,7 +335,11 @@ def reopen_jobs(
 
 def decoding(kind: str, options: PipelineOptions) -> dict:
     """Decoding options that change pixels (part of the pass's fingerprint)."""
-    return {"jpeg_draft": options.jpeg_draft} if kind == "image" else {}
+    if kind != "image":
+        return {}
+    if not options.jpeg_draft:
+        return {"jpeg_draft": False}
+    return {"jpeg_draft": True, "draft_margin": options.draft_margin}
 
 
 def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:

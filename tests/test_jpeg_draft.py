@@ -5,15 +5,22 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+from PIL import Image
 
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.image import (
+    PIL_RESAMPLE,
     ImagePreprocessSpec,
+    center_crop,
     decode_image,
     draft_side,
     preprocess_image,
+    resize_target,
 )
+
+from .conftest import shared_set
+from .synthetic import ORIENTATION_TAG, STORE_AS
 
 CLIP_LIKE = ImagePreprocessSpec(
     "shortest_edge", 224, "bicubic", (224, 224), (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
@@ -61,3 +68,47 @@ def test_extraction_with_draft_decoding_stays_close(large_photos, tiny_clip, tmp
     assert features[False][0] == features[True][0]
     assert row_cosines(features[False][1], features[True][1]).min() >= 0.99
     assert not np.array_equal(features[False][1], features[True][1])  # the option is live
+
+
+def test_draft_resizes_to_the_size_of_the_full_decode():
+    """libjpeg rounds a reduced size up (1295 px at 1/4 -> 324, covering 1296): a shortest-edge
+    target computed from the drafted size came out one pixel off (346 rows, not 345)."""
+    photo = shared_set("hm-fashion-sample") / "original" / "images" / "0519588005.jpg"
+    torchvision_like = ImagePreprocessSpec(
+        "shortest_edge", 256, "bilinear", None, (0,) * 3, (1,) * 3
+    )
+    exact = preprocess_image(decode_image(photo), torchvision_like)
+    drafted = decode_image(photo, draft_side([torchvision_like]))
+    assert drafted.width < 1295
+    assert preprocess_image(drafted, torchvision_like).shape == exact.shape == (345, 256, 3)
+
+
+def whole_image_resize(image: Image.Image, spec: ImagePreprocessSpec) -> np.ndarray:
+    """The earlier draft path: the whole drafted image resized, as if it were the picture."""
+    height, width = resize_target(spec, image.height, image.width)
+    resized = image.resize((width, height), PIL_RESAMPLE[spec.interpolation])
+    return center_crop(np.asarray(resized), spec.crop, spec.crop_rounding)
+
+
+def test_draft_keeps_the_picture_geometry_in_every_exif_orientation(tmp_path):
+    """A real 1166x1750 photo (partial 4-pixel blocks right and below) stored in EXIF
+    orientations 1-8: the drafted picture is resized from its own area, wherever the rotation
+    put the rounded-up edge, so it stays equally close to exact decoding in every orientation
+    and closer than resizing the whole drafted image."""
+    photo = shared_set("hm-fashion-sample") / "original" / "images" / "0270375001.jpg"
+    upright = Image.open(photo).convert("RGB")
+    assert upright.size == (1166, 1750)
+    side = draft_side([CLIP_LIKE])
+    errors, naive = [], []
+    for orientation in range(1, 9):
+        stored = upright.transpose(STORE_AS[orientation]) if orientation > 1 else upright
+        exif = Image.Exif()
+        exif[ORIENTATION_TAG] = orientation
+        path = tmp_path / f"{orientation}.jpg"
+        stored.save(path, quality=92, exif=exif.tobytes())
+        exact = preprocess_image(decode_image(path), CLIP_LIKE).astype(np.int16)
+        drafted = decode_image(path, side)
+        errors.append(np.abs(preprocess_image(drafted, CLIP_LIKE) - exact).mean())
+        naive.append(np.abs(whole_image_resize(drafted, CLIP_LIKE) - exact).mean())
+    assert max(errors) < 1.05 * min(errors)  # a box on the wrong side: 1.6x upright's error
+    assert all(e < n for e, n in zip(errors, naive, strict=True))

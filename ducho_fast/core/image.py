@@ -115,7 +115,9 @@ def decode_image(source: str | Path | Image.Image, draft_side: int | None = None
     First frame of animated files; any mode converted with `convert("RGB")` exactly as the
     Hugging Face `convert_rgb` step does. Pillow's decompression-bomb limit stays on.
     `draft_side` (opt-in, not exact) lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale, never
-    with a side below `draft_side`: much faster for large photos that are resized anyway.
+    with a side below `draft_side`: much faster for large photos that are resized anyway. A
+    drafted image carries its geometry in `info` (see `draft_geometry`) so the resize maps the
+    same picture area, and to the same size, as it would from the full-size decode.
     """
     register_plugins()
     if isinstance(source, Image.Image):
@@ -123,13 +125,80 @@ def decode_image(source: str | Path | Image.Image, draft_side: int | None = None
     else:
         require_regular_file(source)
         with Image.open(source) as opened:
+            drafted, full_size = None, opened.size
             if draft_side and opened.format == "JPEG":
-                opened.draft(opened.mode, (draft_side, draft_side))
+                drafted = opened.draft(opened.mode, (draft_side, draft_side))
             opened.seek(0)
-            image = ImageOps.exif_transpose(opened)
+            orientation = opened.getexif().get(ORIENTATION, 1)
+            ImageOps.exif_transpose(opened, in_place=True)  # loads; no full-size copy (-20%)
+            image = opened
+        if drafted is not None and full_size != drafted[1][2:]:
+            record_draft(image, full_size, drafted[1], orientation)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # as `ImageOps.exif_transpose` applies them
+DRAFT_BOX = "ducho_fast.draft_box"
+SOURCE_SIZE = "ducho_fast.source_size"
+
+
+def record_draft(
+    image: Image.Image, full_size: tuple[int, int], box: tuple[float, ...], orientation: int
+) -> None:
+    """Note in `image.info` the full-size decode's (width, height) and which area of the
+    (oriented) drafted image holds the whole picture.
+
+    libjpeg's reduced decode rounds sizes up (1166 px at 1/4 -> 292, covering 1168 source px),
+    so resizing the whole drafted image stretches the picture slightly and shifts it by up to
+    half a drafted pixel, and a shortest-edge target computed from the drafted size can be off
+    by one; `preprocess_image` resizes `box` to the full-size target instead.
+    """
+    box_w, box_h = box[2], box[3]
+    method = EXIF_TRANSPOSE.get(orientation)
+    if method in SWAPS_AXES:
+        box_w, box_h, full_size = box_h, box_w, (full_size[1], full_size[0])
+    left, top = ORIGIN_CORNER.get(method, (True, True))
+    x0 = 0.0 if left else image.width - box_w
+    y0 = 0.0 if top else image.height - box_h
+    image.info[DRAFT_BOX] = (x0, y0, x0 + box_w, y0 + box_h)
+    image.info[SOURCE_SIZE] = full_size
+
+
+SWAPS_AXES = frozenset(
+    (
+        Image.Transpose.TRANSPOSE,
+        Image.Transpose.TRANSVERSE,
+        Image.Transpose.ROTATE_90,
+        Image.Transpose.ROTATE_270,
+    )
+)
+# where the decoded image's top-left corner (the drafted picture's origin; the rounded-up
+# partial blocks lie right and below it) ends up: (on the left, at the top)
+ORIGIN_CORNER = {
+    Image.Transpose.FLIP_LEFT_RIGHT: (False, True),
+    Image.Transpose.ROTATE_180: (False, False),
+    Image.Transpose.FLIP_TOP_BOTTOM: (True, False),
+    Image.Transpose.TRANSPOSE: (True, True),
+    Image.Transpose.ROTATE_270: (False, True),
+    Image.Transpose.TRANSVERSE: (False, False),
+    Image.Transpose.ROTATE_90: (True, False),
+}
+
+
+def draft_geometry(image: Image.Image) -> tuple[tuple[int, int], tuple[float, ...] | None]:
+    """(full-size (width, height), area to resize) of a decoded image; no area if not drafted."""
+    return image.info.get(SOURCE_SIZE, image.size), image.info.get(DRAFT_BOX)
 
 
 NOT_REGULAR = {
@@ -150,11 +219,15 @@ def require_regular_file(path: str | Path) -> None:
         raise ValueError(f"{what}, not a regular file: not read (it could block forever)")
 
 
-def draft_side(specs: Iterable[ImagePreprocessSpec]) -> int:
-    """The smallest decoded side that still feeds every spec's resize from above."""
+DRAFT_MARGIN = 1.0  # decoded side >= margin x the largest target side (measured: benchmarks)
+
+
+def draft_side(specs: Iterable[ImagePreprocessSpec], margin: float = DRAFT_MARGIN) -> int:
+    """The smallest decoded side to ask libjpeg for: `margin` x the largest side any spec
+    resizes or crops to, so every resize still shrinks."""
     sides = [s.resize if isinstance(s.resize, int) else max(s.resize) for s in specs]
     crops = [max(s.crop) for s in specs if s.crop is not None]
-    return max(sides + crops)
+    return math.ceil(margin * max(sides + crops))
 
 
 def shortest_edge_size(height: int, width: int, shortest: int) -> tuple[int, int]:
@@ -190,9 +263,10 @@ def center_crop(pixels: np.ndarray, size: tuple[int, int], rounding: CropRoundin
 
 def preprocess_image(image: Image.Image, spec: ImagePreprocessSpec) -> np.ndarray:
     """Decoded RGB image -> uint8 (H, W, 3) pixels at the graph's input size."""
-    height, width = resize_target(spec, image.height, image.width)
-    if (height, width) != (image.height, image.width):
-        image = image.resize((width, height), resample=PIL_RESAMPLE[spec.interpolation])
+    (full_width, full_height), box = draft_geometry(image)
+    height, width = resize_target(spec, full_height, full_width)
+    if box is not None or (height, width) != (image.height, image.width):
+        image = image.resize((width, height), PIL_RESAMPLE[spec.interpolation], box=box)
     pixels = np.asarray(image, dtype=np.uint8)
     if spec.crop is not None:
         pixels = center_crop(pixels, spec.crop, spec.crop_rounding)

@@ -13,5 +13,7 @@ class PipelineOptions:
     prefetch_batches: int = 4
     item_timeout_s: float = 60.0
     jpeg_draft: bool = False  # reduced-size JPEG decoding: faster, not exact (opt-in)
+    draft_margin: float = 1.0  # decoded side >= margin x the input side (engine/draft_gate.py)
+    draft_min_cosine: float = 0.99  # draft's fidelity floor (the run's min_cosine)
     pipelined: bool = True
     progress: bool = True

@@ -40,11 +40,13 @@ class ImageDataset(FileDataset):
         items: Sequence[Item],
         specs: Mapping[str, ImagePreprocessSpec],
         timeout_s: float,
-        jpeg_draft: bool = False,
+        draft_margin: float | None = None,
     ):
         super().__init__(items, timeout_s)
         self.specs = dict(specs)
-        self.draft_side = draft_side(self.specs.values()) if jpeg_draft and specs else None
+        self.draft_side = (
+            draft_side(self.specs.values(), draft_margin) if draft_margin and specs else None
+        )
 
     def read(self, item: Item) -> Image.Image:
         if item.blob is not None:  # encoded bytes in a table's cell (modalities/blobs.py)
@@ -70,7 +72,8 @@ def image_batches(
     timer: StageTimer,
 ) -> Iterator[Batch]:
     """Batches of uint8 pixels, decoded by worker processes (or inline), in order."""
-    dataset = ImageDataset(items, specs, options.item_timeout_s, options.jpeg_draft)
+    margin = options.draft_margin if options.jpeg_draft else None
+    dataset = ImageDataset(items, specs, options.item_timeout_s, margin)
     return worker_batches(dataset, collate_images, shards, options, timer)
 
 
