@@ -20,7 +20,7 @@ from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.preflight import check_folders
 from ducho_fast.core.records import Listing
 from ducho_fast.ducho_plan import checked_plan
-from ducho_fast.engine.autotune import DEFAULT_RUNTIME, planned_choice
+from ducho_fast.engine.autotune import default_runtime, planned_choice
 from ducho_fast.engine.executors import EngineOptions
 from ducho_fast.engine.sinks import get_sink, sinks_for
 from ducho_fast.engine.sources import list_images, list_texts
@@ -170,7 +170,7 @@ def extract_single(job: SingleModelJob, options: RunOptions = RunOptions()) -> l
     if options.normalize_before_fusion:
         raise ConfigError("normalize_before_fusion applies to a config's fusions; drop it")
     choice, auto = planned_choice(
-        options.runtime or DEFAULT_RUNTIME,
+        options.runtime or default_runtime(options.precision or "fp32"),
         options.precision or "fp32",
         options.min_cosine or 0.99,
         cache_dir=Path(options.cache_dir).expanduser() if options.cache_dir else None,

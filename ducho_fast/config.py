@@ -27,7 +27,6 @@ from pydantic import (
 
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.notices import notice
-from ducho_fast.engine.autotune import DEFAULT_RUNTIME
 from ducho_fast.engine.sinks import sinks_for
 from ducho_fast.runtime.table import all_precisions, runtime_names
 
@@ -182,7 +181,7 @@ class DuchoConfig(Strict):
     audio: ModalityBlock | None = None
     visual_textual: ModalityBlock | None = None
     # ducho-fast
-    runtime: RuntimeName = DEFAULT_RUNTIME
+    runtime: RuntimeName | None = None  # none given: autotune.default_runtime(precision)
     precision: PrecisionName = "fp32"
     workers: int = Field(default=2, ge=0)
     output_format: OutputFormat = "both"

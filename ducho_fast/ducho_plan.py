@@ -27,7 +27,7 @@ from ducho_fast.core.image import IMAGENET_MEAN, IMAGENET_STD
 from ducho_fast.core.notices import notice
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item, Listing
-from ducho_fast.engine.autotune import AutoPick, planned_choice
+from ducho_fast.engine.autotune import AutoPick, default_runtime, planned_choice
 from ducho_fast.engine.executors import EngineOptions
 from ducho_fast.engine.image_table import image_table_columns, list_image_rows
 from ducho_fast.engine.parquet import input_location, is_parquet
@@ -167,7 +167,11 @@ GPU_RUNTIMES = ("onnxruntime", "tensorrt", "auto")
 
 
 def runtimes(config: DuchoConfig) -> set[str]:
-    return {e.runtime or config.runtime for _, _, block in blocks(config) for e in block.model}
+    return {
+        e.runtime or config.runtime or default_runtime(e.precision or config.precision)
+        for _, _, block in blocks(config)
+        for e in block.model
+    }
 
 
 def gpu_provider(config: DuchoConfig) -> str:
@@ -207,9 +211,10 @@ class DuchoPlanner:
 
     def choice(self, entry: ModelEntry) -> tuple[RuntimeChoice, AutoPick | None]:
         cache = Path(self.config.cache_dir).expanduser() if self.config.cache_dir else None
+        precision = entry.precision or self.config.precision
         return planned_choice(
-            entry.runtime or self.config.runtime,
-            entry.precision or self.config.precision,
+            entry.runtime or self.config.runtime or default_runtime(precision),
+            precision,
             self.config.min_cosine,
             cache_dir=cache,
             ort_provider=self.ort_provider,

@@ -100,9 +100,9 @@ def run_pass(
         options = replace(drafted, batch_size=known_size)  # others decode elsewhere
         early = start_decoding_early(task, plan, inputs, options, timer)
     # Executors that run the models elsewhere (ray, gpus) reopen them there: with the batch
-    # size known (no sweep to run), this process only reads what it needs from the artifact,
-    # and holds no session (on the first GPU, for nothing).
-    elsewhere = plan.executor != "local" and known_size is not None
+    # size known (no sweep to run) and no draft gate to measure, this process only reads what
+    # it needs from the artifact, and holds no session (on the first GPU, for nothing).
+    elsewhere = plan.executor != "local" and known_size is not None and drafted is not None
     opener = describe_model if elsewhere else open_model
     try:
         opened = [

@@ -515,3 +515,34 @@ def test_pooling_none_is_refused_naming_the_key_and_why(tmp_path):
     with pytest.raises(ConfigError, match=r"audio\.items\.model\[0\]\.pooling: none") as info:
         parse_config(config("none"))
     assert "(1, T, D)" in str(info.value) and "pooling: mean" in str(info.value)
+
+
+def test_sizing_the_sweep_never_waits_on_a_fifo(tmp_path):
+    """The batch sweep and the auto measurement size their inputs from a few of the run's
+    clips: a FIFO among them (which would block a read forever) is skipped at once."""
+    import os
+    import threading
+
+    from ducho_fast.core.records import Item
+    from ducho_fast.modalities import modality
+    from ducho_fast.modalities.base import Feed
+
+    from .test_faults import FifoGuard
+
+    fifo = tmp_path / "x.wav"
+    os.mkfifo(fifo)
+    guard = FifoGuard(fifo)
+    spec = AudioPreprocessSpec(RATE, True, True, (10, 8, 8, 8), (5, 4, 4, 4))
+    try:
+        made = []
+        worker = threading.Thread(
+            target=lambda: made.append(
+                modality("audio").sweep_inputs(Feed("a", spec), [Item("x", str(fifo))])
+            )
+        )
+        worker.start()
+        worker.join(30)
+    finally:
+        guard.close()
+    assert made and not guard.had_to  # returned without anyone opening the FIFO's write end
+    assert made[0](2)["input_values"].shape[0] == 2

@@ -105,3 +105,26 @@ def test_a_gpu_precision_or_provider_names_onnxruntime():
     choice, pick = autotune.planned_choice("auto", "fp32", ort_provider="cuda")
     assert (choice.runtime, pick) == ("onnxruntime", None)
     assert autotune.planned_choice("auto", "fp32")[1] == autotune.AutoPick(precision="fp32")
+
+
+def test_a_reduced_precision_keeps_a_fixed_runtime_and_auto_never_picks_a_gpu():
+    assert autotune.default_runtime("fp32") == autotune.default_runtime("auto") == "auto"
+    assert autotune.default_runtime("int8") == "onnxruntime"  # `-int8-onnxruntime` as before
+    assert autotune.default_runtime("bf16") == "openvino"
+    assert all(runtime != "tensorrt" for runtime, _ in autotune.AutoPick().candidates())
+
+
+def test_only_the_gated_cpu_runtimes_share_an_fp32_pass():
+    from ducho_fast.engine.state import runtime_free
+
+    def fingerprint(runtime: str, provider: str | None, precision: str = "fp32") -> dict:
+        model = {"model": "m", "runtime": runtime, "ort_provider": provider}
+        return {"pass": "p", "models": [{**model, "precision": precision}]}
+
+    ort, ov = fingerprint("onnxruntime", "cpu"), fingerprint("openvino", None)
+    assert runtime_free(ort) == runtime_free(ov)
+    assert runtime_free(fingerprint("onnxruntime", "cuda")) != runtime_free(ort)
+    assert runtime_free(fingerprint("torch", None)) != runtime_free(ort)
+    assert runtime_free(fingerprint("openvino", None, "int8")) != runtime_free(
+        fingerprint("onnxruntime", "cpu", "int8")
+    )

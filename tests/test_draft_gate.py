@@ -146,3 +146,13 @@ def test_the_gate_samples_large_jpegs_and_never_opens_a_fifo(
         guard.close()
     assert not guard.had_to
     assert paths == [str(p) for p in large_photos[:2]]
+
+
+def test_draft_with_nothing_to_gate_it_on_is_switched_off(jpeg_photos, tiny_clip, tmp_path):
+    """Small photos only: the gate measures nothing, and unmeasured draft is never trusted."""
+    metrics, drafted = extract(
+        tiny_clip, jpeg_photos, tmp_path / "a", tmp_path / "c", jpeg_draft=True
+    )
+    assert metrics["jpeg_draft"].startswith("--jpeg-draft switched off (nothing to gate it on)")
+    _, exact = extract(tiny_clip, jpeg_photos, tmp_path / "b", tmp_path / "c")
+    assert all(np.array_equal(drafted[i], exact[i]) for i in exact)

@@ -211,3 +211,22 @@ def test_listing_keeps_where_the_bytes_are_not_the_bytes(photos, tmp_path):
     assert isinstance(first.blob, Blob) and first.blob.row == 0 and first.text is None
     assert blobs.blob_bytes(first.blob) == photos[first.item_id]
     assert len({item.blob.digest for item in listing.items}) == len(listing.items) == 9
+
+
+def test_a_drafted_table_cell_keeps_the_files_geometry(large_photos, tmp_path):
+    """A cell is decoded by the file's own path through the draft: same picture area, size."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from ducho_fast.core.image import DRAFT_BOX, decode_image
+    from ducho_fast.modalities.blobs import decode_blob
+
+    photo = large_photos[0]
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": ["a"], "image": [photo.read_bytes()]}), table)
+    cell = decode_blob(Blob(str(table), "image", 0, "digest"), draft_side=224)
+    file = decode_image(photo, draft_side=224)
+    assert cell.size == file.size and cell.size != Image.open(photo).size
+    assert cell.info[DRAFT_BOX] == file.info[DRAFT_BOX]
+    assert np.array_equal(np.asarray(cell), np.asarray(file))

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -109,7 +109,9 @@ def register_plugins() -> tuple[str, ...]:
     return tuple(registered)
 
 
-def decode_image(source: str | Path | Image.Image, draft_side: int | None = None) -> Image.Image:
+def decode_image(
+    source: str | Path | BinaryIO | Image.Image, draft_side: int | None = None
+) -> Image.Image:
     """Open an image as the reference processors see it, plus EXIF orientation.
 
     First frame of animated files; any mode converted with `convert("RGB")` exactly as the
@@ -123,7 +125,8 @@ def decode_image(source: str | Path | Image.Image, draft_side: int | None = None
     if isinstance(source, Image.Image):
         image = ImageOps.exif_transpose(source)
     else:
-        require_regular_file(source)
+        if isinstance(source, (str, Path)):  # bytes in memory (a table's cell) cannot block
+            require_regular_file(source)
         with Image.open(source) as opened:
             drafted, full_size = None, opened.size
             if draft_side and opened.format == "JPEG":

@@ -30,10 +30,20 @@ from ducho_fast.resolve import OpenModel, cache_key, open_model
 from ducho_fast.runtime.table import RUNTIMES, RuntimeChoice
 
 AUTO = "auto"
-# The default runtime of a run: the fastest here that gives fp32's values (at the default
-# fp32), measured once per model and CPU. Measured on an AMD EPYC: OpenVINO fp32 1.0-1.9x
-# ONNX Runtime fp32 (MiniLM 1.09x, EfficientNet-Lite0 1.88x), never slower beyond noise.
-DEFAULT_RUNTIME = AUTO
+GPU_RUNTIMES = ("tensorrt",)  # chosen explicitly: auto never moves a run onto a GPU
+
+
+def default_runtime(precision: str) -> str:
+    """The runtime when none is given. fp32 (and precision auto): the fastest here that gives
+    fp32's values, measured once per model and CPU (on an AMD EPYC OpenVINO fp32 ran 1.0-1.9x
+    ONNX Runtime fp32: MiniLM 1.09x, EfficientNet-Lite0 1.88x). A reduced precision keeps a
+    fixed runtime, so its output folder (`-int8-onnxruntime`) and values do not depend on a
+    measurement: ONNX Runtime, or OpenVINO for bf16 (the artifact runtime that runs it)."""
+    if precision in ("fp32", AUTO):
+        return AUTO
+    return "openvino" if precision == "bf16" else "onnxruntime"
+
+
 TIMING_BATCH = 32
 CACHE_FILE = "runtime-choices.json"
 GPU_PRECISIONS = ("fp16",)  # chosen explicitly: slow on CPUs, so never picked by auto here
@@ -53,6 +63,8 @@ class AutoPick:
         for spec in specs:
             if not spec.needs_artifact or spec.unavailable() is not None:
                 continue  # eager runtimes import torch and load the model: chosen explicitly
+            if spec.name in GPU_RUNTIMES and not self.runtime:
+                continue
             precisions = [self.precision] if self.precision else spec.precisions
             found += [
                 (spec.name, precision)
@@ -233,8 +245,23 @@ def choice_key(
         "threads": base.threads,
         "ort_provider": base.ort_provider,
         "machine": machine_key(),
+        "libraries": runtime_versions(candidates),  # an upgrade measures (and gates) again
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def runtime_versions(candidates: list[tuple[str, str]]) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for runtime, _ in candidates:
+        package = RUNTIMES.lookup(runtime).requires
+        if package and package not in found:
+            try:
+                found[package] = version(package)
+            except PackageNotFoundError:
+                found[package] = None
+    return found
 
 
 def read_choices(cache: Path) -> dict[str, Any]:

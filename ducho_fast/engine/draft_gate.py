@@ -244,8 +244,9 @@ def gated_options(
     if not options.jpeg_draft or not models:
         return options, []
     gates, why_not = run_gate(models, items, options)
-    if why_not is not None:
-        return options, [f"--jpeg-draft not gated: {why_not}"]
+    if why_not is not None:  # unmeasured is never trusted: a rarer large JPEG may still come
+        off = replace(options, jpeg_draft=False)
+        return off, [f"--jpeg-draft switched off (nothing to gate it on): {why_not}"]
     lines = [gate.describe(options.draft_min_cosine) for gate in gates]
     gated = decide(gates, options)
     if strict and not gated.jpeg_draft:

@@ -51,11 +51,20 @@ def runtime_free(fingerprint: Any) -> Any:
         return fingerprint
     models = [
         {k: v for k, v in m.items() if k not in ("runtime", "ort_provider")}
-        if isinstance(m, dict) and m.get("precision") == "fp32"
+        if isinstance(m, dict) and m.get("precision") == "fp32" and on_gated_cpu_runtime(m)
         else m
         for m in fingerprint["models"]
     ]
     return {**fingerprint, "models": models}
+
+
+def on_gated_cpu_runtime(model: dict) -> bool:
+    """The runtimes the fp32 gate compares (ONNX Runtime's CPU provider, OpenVINO): a GPU
+    provider or an eager runtime is never gated against them, so it stays a change."""
+    return model.get("runtime") in ("onnxruntime", "openvino") and model.get("ort_provider") in (
+        None,
+        "cpu",
+    )
 
 
 def features_dir(state_dir: Path, output: str) -> Path:

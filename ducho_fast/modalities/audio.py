@@ -34,11 +34,14 @@ from typing import Any
 import numpy as np
 
 from ducho_fast.core.audio import RESAMPLER, AudioDecodeError, decode_audio
+from ducho_fast.core.image import require_regular_file
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Batch, Item, Shard
 from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample
 from ducho_fast.modalities.files import FileDataset, collate_files, within, worker_batches
+
+SWEEP_PROBE_S = 10.0  # a clip read only to size the timing inputs: never waited on longer
 
 SAMPLE_CLIPS = 16
 CALL_SECONDS = 60.0  # padded audio per graph call: bounds memory for clips of any length
@@ -570,8 +573,10 @@ class AudioModality:
             return lambda size: batch_inputs([[fixed]] * size)
         lengths = []
         for item in items[:: max(len(items) // 8, 1)][:8]:
-            try:
-                lengths.append(len(payload_windows(item.path, spec)[0]))
+            try:  # a FIFO or a stalled file must not hold the sweep (the run records them)
+                require_regular_file(item.path)
+                windows = within(SWEEP_PROBE_S, partial(payload_windows, item.path, spec))
+                lengths.append(len(windows[0]))
             except Exception:  # only a timing input: unreadable clips are skipped
                 continue
         seconds = float(np.median(lengths)) / spec.sampling_rate if lengths else 5.0

@@ -13,8 +13,5 @@ from ducho_fast.core.records import Blob
 
 
 def decode_blob(blob: Blob, draft_side: int | None = None) -> Image.Image:
-    with Image.open(io.BytesIO(blob_bytes(blob))) as opened:
-        if draft_side and opened.format == "JPEG":
-            opened.draft(opened.mode, (draft_side, draft_side))
-        opened.seek(0)
-        return decode_image(opened)
+    """The same decode as a file's, draft geometry included (see core.image.decode_image)."""
+    return decode_image(io.BytesIO(blob_bytes(blob)), draft_side)
