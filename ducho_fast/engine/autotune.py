@@ -10,7 +10,6 @@ run pays for it; the run summary prints the choice and the figures behind it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -18,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ducho_fast.core.cache import Remembered
 from ducho_fast.core.errors import DuchoFastError
-from ducho_fast.core.io import atomic_json
 from ducho_fast.core.machine import machine_key
 from ducho_fast.core.records import Item
 from ducho_fast.engine.batch_sweep import items_per_second
@@ -128,7 +127,7 @@ def auto_choice(
     if not candidates:
         raise DuchoFastError(f"no runtime here can run {pick.precision or 'any precision'}")
     key = choice_key(ref, kind, base, pick, candidates)
-    remembered = read_choices(base.cache).get(key)
+    remembered = choices(base.cache).entry(key)
     if remembered is not None:
         chosen = replace(base, runtime=remembered["runtime"], precision=remembered["precision"])
         return chosen, f"{remembered['describe']} (remembered)"
@@ -146,7 +145,7 @@ def auto_choice(
         f"{gate_text(pick)} to fp32): " + "; ".join(m.describe() for m in measured)
     )
     entry = {"runtime": best.runtime, "precision": best.precision, "describe": line}
-    remember(base.cache, key, entry)
+    choices(base.cache).remember(key, entry)
     return replace(base, runtime=best.runtime, precision=best.precision), line
 
 
@@ -264,14 +263,6 @@ def runtime_versions(candidates: list[tuple[str, str]]) -> dict[str, str | None]
     return found
 
 
-def read_choices(cache: Path) -> dict[str, Any]:
-    try:
-        return json.loads((cache / CACHE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def remember(cache: Path, key: str, entry: dict) -> None:
-    """Best effort: a read-only cache measures again next time; the run is unaffected."""
-    with contextlib.suppress(OSError):
-        atomic_json(cache / CACHE_FILE, {**read_choices(cache), key: entry})
+def choices(cache: Path) -> Remembered:
+    """The remembered choices (best effort: a read-only cache measures again next time)."""
+    return Remembered(cache / CACHE_FILE)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ducho_fast.core.io import atomic_json
+from ducho_fast.core.cache import Remembered
 from ducho_fast.core.machine import machine_key
 from ducho_fast.runtime.base import Session
 
@@ -85,29 +85,21 @@ def sweep_key(identity: dict[str, Any], kind: str, threads: int) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-class SweepCache:
-    """Chosen batch sizes in one JSON file under the cache folder (atomic replace)."""
+class SweepCache(Remembered):
+    """Chosen batch sizes in one JSON file under the cache folder."""
 
     def __init__(self, cache_dir: Path):
-        self.path = cache_dir / CACHE_FILE
+        super().__init__(cache_dir / CACHE_FILE)
 
     def get(self, key: str) -> SweepResult | None:
-        entry = self.read().get(key)
+        entry = self.entry(key)
         if entry is None:
             return None
         rates = {int(size): rate for size, rate in entry["items_per_s"].items()}
         return SweepResult(int(entry["batch_size"]), rates, cached=True)
 
     def put(self, key: str, result: SweepResult) -> None:
-        entries = self.read()
-        entries[key] = {"batch_size": result.batch_size, "items_per_s": result.items_per_s}
-        atomic_json(self.path, entries)
-
-    def read(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
+        self.remember(key, {"batch_size": result.batch_size, "items_per_s": result.items_per_s})
 
 
 def choose_batch_size(

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ducho_fast.core.cache import Remembered
 from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.image import (
@@ -35,7 +36,6 @@ from ducho_fast.core.image import (
     preprocess_image,
     require_regular_file,
 )
-from ducho_fast.core.io import atomic_json
 from ducho_fast.core.machine import machine_key
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Item
@@ -79,32 +79,22 @@ def gate_key(identity: dict[str, Any], spec: ImagePreprocessSpec) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-class DraftGateCache:
-    """Measured gates in one JSON file under the cache folder (atomic replace)."""
+class DraftGateCache(Remembered):
+    """Measured gates in one JSON file under the cache folder."""
 
     def __init__(self, cache_dir: Path):
-        self.path = cache_dir / CACHE_FILE
+        super().__init__(cache_dir / CACHE_FILE)
 
     def get(self, key: str, model: str) -> DraftGate | None:
-        entry = self.read().get(key)
+        entry = self.entry(key)
         if entry is None:
             return None
         cosines = {float(m): float(cos) for m, cos in entry["cosines"].items()}
         return DraftGate(model, cosines, int(entry["images"]), cached=True)
 
     def put(self, key: str, gate: DraftGate) -> None:
-        entries = self.read()
-        entries[key] = {
-            "cosines": {str(m): c for m, c in gate.cosines.items()},
-            "images": gate.images,
-        }
-        atomic_json(self.path, entries)
-
-    def read(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
+        cosines = {str(m): c for m, c in gate.cosines.items()}
+        self.remember(key, {"cosines": cosines, "images": gate.images})
 
 
 def gate_sample(items: Sequence[Item], side: int) -> list[str]:

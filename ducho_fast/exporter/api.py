@@ -33,9 +33,8 @@ from ducho_fast.artifact.manifest import (
     write_manifest,
 )
 from ducho_fast.core import log as logs
-from ducho_fast.core.cache import resolve_cache_dir
+from ducho_fast.core.cache import Remembered, resolve_cache_dir
 from ducho_fast.core.errors import ConfigError, ExportValidationError
-from ducho_fast.core.io import atomic_json
 from ducho_fast.core.machine import machine_key
 from ducho_fast.exporter.onnx_export import DEFAULT_OPSET, export_tower
 from ducho_fast.exporter.quantize import (
@@ -328,30 +327,23 @@ def int8_in_effect(
     return kept
 
 
-class Int8Choices:
-    """The int8 variant each (model, tower, mode, target, CPU) got, in the cache folder."""
+class Int8Choices(Remembered):
+    """The int8 variant each (model, tower, mode, target, CPU) got, in the cache folder (a
+    read-only cache loses the memory, not the export)."""
 
     def __init__(self, cache_dir: Path):
-        self.path = cache_dir / "int8-choices.json"
+        super().__init__(cache_dir / "int8-choices.json")
 
     def key(self, model_id: str, tower: str, config: ExportConfig) -> str:
         parts = [model_id, tower, config.int8_mode, config.tensorrt, machine_key()]
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
-    def read(self) -> dict[str, str]:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-
     def get(self, key: str) -> str | None:
-        return self.read().get(key)
+        return self.entry(key)
 
     def put(self, key: str, mode: str) -> None:
-        entries = self.read()
-        if entries.get(key) != mode:  # a read-only cache loses the memory, not the export
-            with contextlib.suppress(OSError):
-                atomic_json(self.path, {**entries, key: mode})
+        if self.entry(key) != mode:
+            self.remember(key, mode)
 
 
 def split_sample(sample: Sample, modality_name: str, every: int = 4) -> tuple[Sample, Sample]:
