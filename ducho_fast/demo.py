@@ -49,7 +49,6 @@ def demo_config(dataset: Path, clip: Path, minilm: Path) -> dict:
     return {
         "dataset_path": str(dataset),
         "gpu list": 0,
-        "runtime": "onnxruntime",
         "cache_dir": str(OUTPUT.resolve() / "cache"),
         "textual": {
             "items": {
@@ -111,6 +110,8 @@ def main() -> None:
             f"{result.name}: {result.succeeded}/{result.items} items, "
             f"{m['items_per_s_after_startup']:.1f} items/s after start-up"
         )
+        if m.get("runtime_choice"):  # the default runtime: measured on the first run
+            print(f"  {m['runtime_choice']}")
         for output in result.outputs:
             print(f"  -> {output}")
     fused = sorted(p for p in dataset.glob("*_*_*") if p.is_dir())
