@@ -272,12 +272,18 @@ def test_overwrite_recomputes_everything(tiny_clip, photos, tmp_path):
     assert images(tiny_clip, photos, out, again).metrics["items"] == 6
 
 
-def test_jpeg_draft_is_part_of_the_pass(tiny_clip, photos, tmp_path):
+def test_jpeg_draft_is_part_of_the_pass(tiny_clip, large_photos, tmp_path):
+    """Large JPEGs, so the draft gate measures and keeps draft (on small photos, with nothing
+    to gate it on, draft is switched off and the pass is the exact one)."""
+    folder = tmp_path / "large"
+    folder.mkdir()
+    for photo in large_photos:
+        shutil.copy(photo, folder / photo.name)
     out = tmp_path / "out"
-    images(tiny_clip, photos, out)
+    images(tiny_clip, folder, out)
     drafted = RunOptions(**{**FAST.__dict__, "jpeg_draft": True})
     with pytest.raises(ConfigError, match="different configuration"):
-        images(tiny_clip, photos, out, drafted)
+        images(tiny_clip, folder, out, drafted)
 
 
 def test_an_fp32_pass_keeps_its_output_whichever_runtime_runs_it(tiny_clip, photos, tmp_path):
