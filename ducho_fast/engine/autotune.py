@@ -23,7 +23,7 @@ from ducho_fast.core.machine import machine_key
 from ducho_fast.core.records import Item
 from ducho_fast.engine.batch_sweep import items_per_second
 from ducho_fast.exporter.validate import GATES, Gate, compare
-from ducho_fast.modalities import modality
+from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import OpenModel, cache_key, open_model
 from ducho_fast.runtime.table import RUNTIMES, RuntimeChoice
@@ -131,7 +131,7 @@ def auto_choice(
     if remembered is not None:
         chosen = replace(base, runtime=remembered["runtime"], precision=remembered["precision"])
         return chosen, f"{remembered['describe']} (remembered)"
-    if len(candidates) == 1 and candidates[0][1] == "fp32":  # one exact candidate: no measuring
+    if candidates == [(candidates[0][0], "fp32")]:  # one exact candidate: nothing to measure
         runtime, precision = candidates[0]
         return replace(base, runtime=runtime, precision=precision), f"runtime {runtime} {precision}"
     measured = measure(ref, kind, base, pick, candidates, items, item_timeout_s)
@@ -188,8 +188,9 @@ def measure(
         choice = replace(base, runtime=runtime, precision=precision)
         gate = candidate_gate(pick, precision)
         try:
-            opened = reference if choice == fp32 else open_model(ref, kind, choice, 0, sample)
-            results.append(measure_one(opened, choice, cases, expected, timing_inputs, gate))
+            results.append(
+                measure_one(ref, kind, choice, sample, cases, expected, timing_inputs, gate)
+            )
         except Exception as exc:  # any candidate that cannot open or run is skipped, saying why
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             results.append(Measured(runtime, precision, None, None, reason.rstrip(": ")))
@@ -197,17 +198,19 @@ def measure(
 
 
 def measure_one(
-    opened: OpenModel,
+    ref: ModelRef,
+    kind: str,
     choice: RuntimeChoice,
+    sample: Sample,
     cases: list[tuple[str, dict]],
     expected: list[dict],
     timing_inputs: dict,
     gate: Gate,
 ) -> Measured:
-    """One candidate, opened (the fp32 reference is its own candidate, opened once)."""
+    opened = open_model(ref, kind, choice, 0, sample)
     got = [graph_session(opened).run(inputs) for _, inputs in cases]
     results = [
-        compare(opened.modality.name, case, name, want[name], have[name], gate)
+        compare(kind, case, name, want[name], have[name], gate)
         for (case, _), want, have in zip(cases, expected, got, strict=True)
         for name in want
     ]

@@ -46,7 +46,6 @@ from ducho_fast.exporter.quantize import (
     int8_candidates,
     time_session,
     to_fp16,
-    weight_macs,
 )
 from ducho_fast.exporter.validate import (
     CaseResult,
@@ -305,9 +304,8 @@ def int8_in_effect(
     ONNX Runtime's dynamic int8 quantizes MatMul/Gemm only: on a CNN its graph is the fp32
     graph in effect, and keeping it would label fp32 arithmetic int8."""
     kept = []
-    macs = weight_macs(fp32_path)  # the fp32 graph's shapes, inferred once for every variant
     for candidate in candidates:
-        share = fp32_conv_share(candidate.path, macs)
+        share = fp32_conv_share(candidate.path, fp32_path)
         if share > MAX_FP32_CONV_SHARE:
             log.warning(
                 "%s tower: int8 (%s) skipped: %.0f%% of its multiply-adds stay in fp32 "

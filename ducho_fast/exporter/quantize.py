@@ -60,13 +60,13 @@ class Int8Candidate:
     path: Path
 
 
-def fp32_conv_share(variant: Path, macs: Mapping[str, int]) -> float:
-    """Share of the fp32 graph's weight multiply-adds (`weight_macs` of it) that `variant`
-    still does in fp32 convolutions (0 when every Conv is quantized, about 1 for a CNN's
-    dynamic int8)."""
+def fp32_conv_share(variant: Path, fp32: Path) -> float:
+    """Share of the fp32 graph's weight multiply-adds that `variant` still does in fp32
+    convolutions (0 when every Conv is quantized, about 1 for a CNN's dynamic int8)."""
     import onnx
     from onnx import TensorProto
 
+    macs = weight_macs(fp32)
     graph = onnx.load(str(variant), load_external_data=False).graph
     floats = {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
     still_fp32 = {
