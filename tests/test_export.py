@@ -15,8 +15,8 @@ import ducho_fast
 from ducho_fast import ExportConfig, ModelRef, Sample
 from ducho_fast.artifact.manifest import read_manifest
 from ducho_fast.core.errors import ArtifactError, ExportValidationError, ModelLoadError
-from ducho_fast.core.fidelity import row_cosines
-from ducho_fast.exporter import api, validate
+from ducho_fast.core.fidelity import GATES, Gate, row_cosines
+from ducho_fast.exporter import api
 from ducho_fast.modalities.base import BATCH_SIZES
 
 TEXTS = [
@@ -173,7 +173,7 @@ def test_pickle_needs_explicit_trust(tmp_path):
 def test_lower_precisions_meet_their_gates(precision, tiny_clip, tmp_path):
     folder = do_export(tiny_clip, tmp_path / precision, precision=precision)
     manifest = read_manifest(folder)
-    gate = validate.GATES[precision].min_cosine
+    gate = GATES[precision].min_cosine
     for graph in manifest.graphs:
         report = graph.validation[precision]
         assert report["passed"] and report["min_cosine"] >= gate
@@ -190,7 +190,7 @@ def test_lower_precisions_meet_their_gates(precision, tiny_clip, tmp_path):
 
 
 def test_int8_failing_the_gate_is_a_typed_error(tiny_clip, tmp_path, monkeypatch):
-    monkeypatch.setitem(validate.GATES, "int8", validate.Gate(min_cosine=0.9999999, max_abs=None))
+    monkeypatch.setitem(GATES, "int8", Gate(min_cosine=0.9999999, max_abs=None))
     with pytest.raises(ExportValidationError) as info:
         do_export(tiny_clip, tmp_path / "int8", precision="int8", task="image")
     message = str(info.value)

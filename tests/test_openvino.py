@@ -11,6 +11,7 @@ import pytest
 
 from ducho_fast import resolve
 from ducho_fast.api import RunOptions, SingleModelJob, extract_single
+from ducho_fast.core.cache import resolve_cache_dir
 from ducho_fast.core.errors import (
     ConfigError,
     DuchoFastError,
@@ -58,6 +59,23 @@ def test_bf16_below_its_gate_is_refused(tiny_clip, monkeypatch):
     monkeypatch.setattr(resolve, "REDUCED_MIN_COSINE", 1.000001)
     with pytest.raises(DuchoFastError, match=r"openvino bf16 fails its fidelity gate \(batch="):
         open_model(ModelRef(str(tiny_clip)), "text", RuntimeChoice("openvino", "bf16"))
+
+
+@native_bf16
+def test_a_passed_runtime_gate_is_remembered_and_a_new_floor_gates_again(tiny_clip, monkeypatch):
+    """The gate against ONNX Runtime runs once per graph, inputs, floor, versions and CPU: a
+    rerun does not pay for it, and a stricter floor is checked, not taken from memory."""
+    (resolve_cache_dir() / resolve.RUNTIME_GATES_FILE).unlink(missing_ok=True)
+    gated = []
+    real_gate = resolve.fidelity_gate
+    monkeypatch.setattr(resolve, "fidelity_gate", lambda *a: gated.append(a[0]) or real_gate(*a))
+    for _ in range(2):
+        open_model(ModelRef(str(tiny_clip)), "text", RuntimeChoice("openvino", "bf16"))
+    assert gated == ["openvino bf16"]
+    monkeypatch.setattr(resolve, "REDUCED_MIN_COSINE", 1.000001)
+    with pytest.raises(DuchoFastError, match="openvino bf16 fails its fidelity gate"):
+        open_model(ModelRef(str(tiny_clip)), "text", RuntimeChoice("openvino", "bf16"))
+    assert gated == ["openvino bf16"] * 2
 
 
 def test_extraction_on_openvino_equals_onnxruntime(tiny_clip, jpeg_photos, tmp_path):

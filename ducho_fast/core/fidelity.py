@@ -1,8 +1,28 @@
-"""How close two sets of features are, row by row (numpy only: no torch on the ONNX path)."""
+"""How close two sets of features are, and the gates they must pass.
+
+numpy only: the runtime path (extract, `--runtime auto`) imports this without torch.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Fidelity gate of one precision; `max_abs` is relative to max(1, max |reference|)."""
+
+    min_cosine: float
+    max_abs: float | None
+
+
+GATES = {
+    "fp32": Gate(min_cosine=0.9999, max_abs=1e-4),
+    "fp16": Gate(min_cosine=0.999, max_abs=None),
+    "int8": Gate(min_cosine=0.99, max_abs=None),
+}
 
 
 def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -24,3 +44,32 @@ def worst_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     """The smallest row cosine, NaN when any row is not finite (so `not worst >= floor`)."""
     cosines = row_cosines(reference, candidate)
     return float(np.nan) if np.isnan(cosines).any() else float(cosines.min())
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One output of one validation case against its gate."""
+
+    graph: str
+    case: str
+    output: str
+    min_cosine: float
+    mean_cosine: float
+    max_abs: float
+    passed: bool
+
+
+def compare(
+    graph: str, case: str, name: str, ref: np.ndarray, got: np.ndarray, gate: Gate
+) -> CaseResult:
+    """Cosine row by row and max-abs relative to the reference's scale: a mis-scaled output
+    with perfect cosine still fails an fp32 gate."""
+    if ref.shape != got.shape:
+        return CaseResult(graph, case, name, float("nan"), float("nan"), float("inf"), False)
+    cosines = row_cosines(ref, got)
+    max_abs = float(np.max(np.abs(ref.astype(np.float64) - got))) if ref.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    ok = bool(np.all(np.isfinite(got))) and float(cosines.min()) >= gate.min_cosine
+    if gate.max_abs is not None:
+        ok = ok and max_abs <= gate.max_abs * scale
+    return CaseResult(graph, case, name, float(cosines.min()), float(cosines.mean()), max_abs, ok)

@@ -7,6 +7,8 @@ import functools
 import hashlib
 import os
 import platform
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
 
 
 @functools.cache
@@ -28,3 +30,15 @@ def machine_key() -> str:
 def machine_id() -> str:
     """A short, file-name-safe form of `machine_key`."""
     return hashlib.sha256(machine_key().encode()).hexdigest()[:12]
+
+
+def installed_versions(packages: Iterable[str]) -> dict[str, str | None]:
+    """Each installed package's version (None when absent), for keys of remembered
+    measurements that an upgrade must invalidate."""
+    found: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found

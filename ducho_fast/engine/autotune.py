@@ -19,10 +19,10 @@ from typing import Any
 
 from ducho_fast.core.cache import Remembered
 from ducho_fast.core.errors import DuchoFastError
-from ducho_fast.core.machine import machine_key
+from ducho_fast.core.fidelity import GATES, Gate, compare
+from ducho_fast.core.machine import installed_versions, machine_key
 from ducho_fast.core.records import Item
 from ducho_fast.engine.batch_sweep import items_per_second
-from ducho_fast.exporter.validate import GATES, Gate, compare
 from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.spec import ModelRef
 from ducho_fast.resolve import OpenModel, cache_key, open_model
@@ -250,17 +250,8 @@ def choice_key(
 
 
 def runtime_versions(candidates: list[tuple[str, str]]) -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for runtime, _ in candidates:
-        package = RUNTIMES.lookup(runtime).requires
-        if package and package not in found:
-            try:
-                found[package] = version(package)
-            except PackageNotFoundError:
-                found[package] = None
-    return found
+    packages = {RUNTIMES.lookup(runtime).requires for runtime, _ in candidates}
+    return installed_versions(sorted(p for p in packages if p))
 
 
 def choices(cache: Path) -> Remembered:

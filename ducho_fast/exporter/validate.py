@@ -7,57 +7,18 @@ an `ExportValidationError` lists each failing output with its numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import asdict
 
 from ducho_fast.core import log as logs
 from ducho_fast.core.errors import ExportValidationError, OutputMismatch
-from ducho_fast.core.fidelity import row_cosines
+from ducho_fast.core.fidelity import GATES, CaseResult, compare
 from ducho_fast.exporter.onnx_export import eager_outputs
 from ducho_fast.modalities import Sample, modality
 from ducho_fast.models.spec import Tower
 from ducho_fast.runtime.base import Session
 
-
-@dataclass(frozen=True)
-class Gate:
-    """Fidelity gate of one precision; `max_abs` is relative to max(1, max |reference|)."""
-
-    min_cosine: float
-    max_abs: float | None
-
-
-GATES = {
-    "fp32": Gate(min_cosine=0.9999, max_abs=1e-4),
-    "fp16": Gate(min_cosine=0.999, max_abs=None),
-    "int8": Gate(min_cosine=0.99, max_abs=None),
-}
 NO_SAMPLE = Sample()
 log = logs.get("export")
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    graph: str
-    case: str
-    output: str
-    min_cosine: float
-    mean_cosine: float
-    max_abs: float
-    passed: bool
-
-
-def compare(graph: str, case: str, name: str, ref: np.ndarray, got: np.ndarray, gate: Gate):
-    if ref.shape != got.shape:
-        return CaseResult(graph, case, name, float("nan"), float("nan"), float("inf"), False)
-    cosines = row_cosines(ref, got)
-    max_abs = float(np.max(np.abs(ref.astype(np.float64) - got))) if ref.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
-    ok = bool(np.all(np.isfinite(got))) and float(cosines.min()) >= gate.min_cosine
-    if gate.max_abs is not None:
-        ok = ok and max_abs <= gate.max_abs * scale
-    return CaseResult(graph, case, name, float(cosines.min()), float(cosines.mean()), max_abs, ok)
 
 
 def validation_cases(tower: Tower, sample: Sample = NO_SAMPLE) -> list[tuple[str, dict]]:
