@@ -230,3 +230,24 @@ def test_a_drafted_table_cell_keeps_the_files_geometry(large_photos, tmp_path):
     assert cell.size == file.size and cell.size != Image.open(photo).size
     assert cell.info[DRAFT_BOX] == file.info[DRAFT_BOX]
     assert np.array_equal(np.asarray(cell), np.asarray(file))
+
+
+def test_an_image_table_calibrates_int8_on_its_own_cells(tiny_clip, photos, tmp_path, monkeypatch):
+    """An on-the-fly calibrated int8 export (OpenVINO's NNCF) samples the table's cells as it
+    samples a folder's files: before, a table gave no sample and the run stopped with "needs a
+    calibration sample"."""
+    pytest.importorskip("openvino", reason="pip install ducho-fast[cpu]")
+    from ducho_fast.modalities.image import ImageModality, decode_source
+
+    monkeypatch.setenv("DUCHO_FAST_CACHE", str(tmp_path / "cache"))  # a fresh export
+    write_sources(tmp_path, photos)
+    listing = list_image_rows(tmp_path / "images.parquet", "item_id", "image")
+    sample = ImageModality().export_sample(listing.items)
+    assert all(isinstance(source, Blob) for source in sample.images)
+    assert len(sample.images) == len(photos) - 1  # every photo's cell but the truncated JPEG
+    cell = sample.images[0]
+    same_file = tmp_path / "images" / f"{listing.items[cell.row].item_id}.img"
+    assert np.array_equal(np.asarray(decode_source(cell)), np.asarray(decode_source(same_file)))
+    options = RunOptions(progress=False, runtime="openvino", precision="int8")
+    (result,) = extract_config(config(tmp_path, tiny_clip, "images.parquet"), options=options)
+    assert result.succeeded == len(photos) - 1

@@ -17,7 +17,7 @@ import numpy as np
 
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.core.records import Batch, Blob, Item, Shard
 from ducho_fast.core.table import Table
 
 Inputs = dict[str, np.ndarray]
@@ -34,7 +34,7 @@ class Sample:
     items go in `other` as `(modality name, items)` pairs.
     """
 
-    images: tuple[Path, ...] = ()
+    images: tuple[Path | Blob, ...] = ()  # files, or cells of a Parquet image table
     texts: tuple[str, ...] = ()
     other: tuple[tuple[str, tuple[Any, ...]], ...] = field(default=())
 

@@ -19,7 +19,7 @@ from PIL import Image
 from ducho_fast.core.image import ImagePreprocessSpec, decode_image, draft_side, preprocess_image
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.core.records import Batch, Blob, Item, Shard
 from ducho_fast.modalities.base import BATCH_SIZES, Feed, Inputs, MakeInputs, Sample
 from ducho_fast.modalities.blobs import decode_blob
 from ducho_fast.modalities.files import (
@@ -90,8 +90,15 @@ def synthetic_images(count: int, size: tuple[int, int], seed: int = 0) -> np.nda
     return np.stack(images)
 
 
-def real_images(paths: Sequence[Path], spec: ImagePreprocessSpec, count: int) -> np.ndarray:
-    pixels = [preprocess_image(decode_image(p), spec) for p in paths]
+def decode_source(source: Path | Blob) -> Image.Image:
+    """A sample image: a file, or a Parquet table's cell (decoded as the run decodes it)."""
+    return decode_blob(source) if isinstance(source, Blob) else decode_image(source)
+
+
+def real_images(
+    sources: Sequence[Path | Blob], spec: ImagePreprocessSpec, count: int
+) -> np.ndarray:
+    pixels = [preprocess_image(decode_source(s), spec) for s in sources]
     return np.stack([pixels[i % len(pixels)] for i in range(count)])
 
 
@@ -155,7 +162,7 @@ class ImageModality:
         if not sample.images:
             return []
         spec = tower.preprocess
-        pixels = np.stack([preprocess_image(decode_image(p), spec) for p in sample.images])
+        pixels = np.stack([preprocess_image(decode_source(s), spec) for s in sample.images])
         return [{"pixels": pixels[i : i + 8]} for i in range(0, len(pixels), 8)]
 
     def save_processor(self, tower: Any, folder: Path) -> str | None:
@@ -174,15 +181,16 @@ class ImageModality:
         return session
 
     def export_sample(self, items: Sequence[Item], timeout_s: float = 60.0) -> Sample:
-        """An even spread of the pass's images; files that do not decode (in `timeout_s`)
-        are left out (the run records them)."""
-        usable = []
+        """An even spread of the pass's images (files or table cells); those that do not
+        decode (in `timeout_s`) are left out (the run records them)."""
+        usable: list[Path | Blob] = []
         for item in items[:: max(len(items) // SAMPLE_IMAGES, 1)][:SAMPLE_IMAGES]:
+            source = item.blob if item.blob is not None else Path(item.path)
             try:
-                within(timeout_s, partial(decode_image, item.path))
-            except Exception:  # any file that does not decode is just left out of the sample
+                within(timeout_s, partial(decode_source, source))
+            except Exception:  # any image that does not decode is just left out of the sample
                 continue
-            usable.append(Path(item.path))
+            usable.append(source)
         return Sample(images=tuple(usable))
 
     def sweep_inputs(self, feed: Feed, items: Sequence[Item]) -> MakeInputs:
