@@ -156,3 +156,35 @@ def test_draft_with_nothing_to_gate_it_on_is_switched_off(jpeg_photos, tiny_clip
     assert metrics["jpeg_draft"].startswith("--jpeg-draft switched off (nothing to gate it on)")
     _, exact = extract(tiny_clip, jpeg_photos, tmp_path / "b", tmp_path / "c")
     assert all(np.array_equal(drafted[i], exact[i]) for i in exact)
+
+
+def test_the_gate_measures_a_parquet_tables_cells(large_photos, tiny_clip, tmp_path):
+    """Table cells are sampled and drafted as files are (before, a table gave the gate nothing
+    to measure, so draft was always switched off there)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    import yaml
+
+    from ducho_fast.api import extract_config
+
+    cells = [p.read_bytes() for p in large_photos]
+    table = pa.table({"item_id": [p.stem for p in large_photos], "image": cells})
+    pq.write_table(table, tmp_path / "images.parquet", row_group_size=2)
+    entry = {"model_name": str(tiny_clip), "backend": "transformers", "output_layers": 1}
+    items = {"input_path": "images.parquet", "output_path": "out", "model": [entry]}
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({"dataset_path": str(tmp_path), "visual": {"items": items}}))
+    settings = dict(runtime="torch", progress=False, workers=0, cache_dir=tmp_path / "c")
+    (result,) = extract_config(config, options=RunOptions(**settings, jpeg_draft=True))
+    assert "--jpeg-draft kept at margin 1" in result.metrics["jpeg_draft"]
+    assert f"{len(large_photos)} of the run's JPEGs" in result.metrics["jpeg_draft"]
+    _, from_files = extract(
+        tiny_clip,
+        copy_photos(large_photos, tmp_path / "files"),
+        tmp_path / "b",
+        tmp_path / "c",
+        jpeg_draft=True,
+    )
+    folder = next(tmp_path.rglob(f"{large_photos[0].stem}.npy")).parent
+    for item_id, features in from_files.items():
+        np.testing.assert_allclose(np.load(folder / f"{item_id}.npy")[0], features, atol=1e-6)

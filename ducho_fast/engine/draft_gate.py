@@ -16,6 +16,7 @@ pays for them; the floor is applied on each run, so a stricter floor needs no ne
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ducho_fast.core.blobs import blob_bytes
 from ducho_fast.core.cache import Remembered
 from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.fidelity import row_cosines
@@ -38,7 +40,8 @@ from ducho_fast.core.image import (
 )
 from ducho_fast.core.machine import machine_key
 from ducho_fast.core.options import PipelineOptions
-from ducho_fast.core.records import Item
+from ducho_fast.core.records import Blob, Item
+from ducho_fast.modalities.blobs import decode_blob
 from ducho_fast.modalities.files import within
 from ducho_fast.runtime.base import Session
 
@@ -97,20 +100,35 @@ class DraftGateCache(Remembered):
         self.remember(key, {"cosines": cosines, "images": gate.images})
 
 
-def gate_sample(items: Sequence[Item], side: int) -> list[str]:
+def gate_sample(items: Sequence[Item], side: int) -> list[str | Blob]:
     """Up to `GATE_IMAGES` JPEGs, spread over the run, that draft decoding at `side` shrinks
-    (headers only; files Pillow does not open are left out: the run records them)."""
+    (headers only; files or table cells Pillow does not open are left out: the run records
+    them). A table's cell is sampled as its bytes, decoded as the run decodes them."""
     stride = max(len(items) // PROBED, 1)
-    paths = []
+    sources: list[str | Blob] = []
     for item in items[::stride][:PROBED]:
+        source = item.blob if item.blob is not None else item.path
         try:
-            require_regular_file(item.path)  # a FIFO would block the open
-            with Image.open(item.path) as image:
+            with open_encoded(source) as image:
                 if image.format == "JPEG" and min(image.size) >= 2 * side:
-                    paths.append(item.path)
+                    sources.append(source)
         except Exception:  # not an image Pillow opens: not in the sample
             continue
-    return paths[:: max(len(paths) // GATE_IMAGES, 1)][:GATE_IMAGES]
+    return sources[:: max(len(sources) // GATE_IMAGES, 1)][:GATE_IMAGES]
+
+
+def open_encoded(source: str | Blob) -> Image.Image:
+    """Pillow's lazy open (header only) of a file or a table cell's bytes."""
+    if isinstance(source, Blob):
+        return Image.open(io.BytesIO(blob_bytes(source)))
+    require_regular_file(source)  # a FIFO would block the open
+    return Image.open(source)
+
+
+def decode_at(source: str | Blob, side: int | None) -> Image.Image:
+    if isinstance(source, Blob):
+        return decode_blob(source, side)
+    return decode_image(source, side)
 
 
 def features(session: Session, pixels: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -123,15 +141,18 @@ def features(session: Session, pixels: list[np.ndarray]) -> dict[str, np.ndarray
 
 
 def pixel_sets(
-    paths: Sequence[str], spec: ImagePreprocessSpec, sides: Sequence[int | None], timeout_s: float
+    sources: Sequence[str | Blob],
+    spec: ImagePreprocessSpec,
+    sides: Sequence[int | None],
+    timeout_s: float,
 ) -> list[list[np.ndarray]]:
     """Each path's pixels decoded at each of `sides` (None: exactly); a file that fails any
     decode is left out of all of them."""
     sets: list[list[np.ndarray]] = [[] for _ in sides]
-    for path in paths:
+    for source in sources:
         try:
             row = [
-                preprocess_image(within(timeout_s, partial(decode_image, path, s)), spec)
+                preprocess_image(within(timeout_s, partial(decode_at, source, s)), spec)
                 for s in sides
             ]
         except Exception:  # a file that does not decode is the run's to record, not the gate's
@@ -141,10 +162,10 @@ def pixel_sets(
     return sets
 
 
-def measure(model: GateModel, paths: Sequence[str], timeout_s: float) -> DraftGate:
+def measure(model: GateModel, sources: Sequence[str | Blob], timeout_s: float) -> DraftGate:
     """Min cosine over the sample and every graph output, exact vs draft, at each margin."""
     sides = [None, *(draft_side([model.spec], m) for m in DRAFT_MARGINS)]
-    exact, *drafts = pixel_sets(paths, model.spec, sides, timeout_s)
+    exact, *drafts = pixel_sets(sources, model.spec, sides, timeout_s)
     if not exact:
         return DraftGate(model.label, {}, 0)
     assert model.session is not None
@@ -193,9 +214,9 @@ def run_gate(
     missing = [i for i, gate in enumerate(gates) if gate is None]
     if missing:
         side = max(draft_side([models[i].spec], min(DRAFT_MARGINS)) for i in missing)
-        paths = gate_sample(items, side)
+        sources = gate_sample(items, side)
         for i in missing:
-            gate = measure(models[i], paths, options.item_timeout_s)
+            gate = measure(models[i], sources, options.item_timeout_s)
             if not gate.images:
                 return [], (
                     f"none of the JPEGs sampled is large enough (>= {2 * side} px a side) for "
