@@ -390,7 +390,8 @@ def live_blocks(
     @lru_cache(maxsize=16)
     def starts(index: int) -> np.ndarray | None:
         marker = read_json(marker_file(state_dir, index))
-        found = marker.get("frames", {}).get(output) if isinstance(marker, dict) else None
+        frames = marker.get("frames") if isinstance(marker, dict) else None
+        found = frames.get(output) if isinstance(frames, dict) else None
         if (found is not None) != sequence:
             what = "a (T, D) sequence per item" if found is not None else "one row per item"
             raise ConfigError(
