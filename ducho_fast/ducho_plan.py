@@ -5,8 +5,9 @@ folder (Ducho's demos run from its repository root). A `dataset_path` found only
 config (ducho-fast's earlier rule) is used with a notice; found in both places, it is refused.
 
 Layout (as Ducho writes it): `<dataset_path>/<output_path>/<backend>/<model>/<layer>/<id>.npy`,
-float32 (1, D). Compact output (features.npy, ids.txt, manifest.json per model and layer) goes
-to `<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state into the
+float32 (1, D) (audio with `pooling: none`: (1, T, D), in Ducho's layout only). Compact
+output (features.npy, ids.txt, manifest.json per model and layer) goes to
+`<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state into the
 output it describes (`<dataset_path>/<output_path>/.ducho-fast/state/`). Differences from
 Ducho, where Ducho is wrong, are listed in the README.
 """
