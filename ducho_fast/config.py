@@ -27,7 +27,7 @@ from pydantic import (
 
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.notices import notice
-from ducho_fast.engine.sinks import sinks_for
+from ducho_fast.engine.sinks import get_sink, sinks_for, takes_sequences
 from ducho_fast.runtime.table import all_precisions, runtime_names
 
 
@@ -361,7 +361,7 @@ def load_config(path: Path, overrides: Sequence[str] = ()) -> DuchoConfig:
 def check_semantics(config: DuchoConfig) -> None:
     """What types cannot say: unsupported backends and modalities, missing columns."""
     if config.audio is not None:
-        check_audio(config.audio)
+        check_audio(config.audio, config)
     for modality, source, block in blocks(config):
         where = f"{modality}.{source}"
         for index, entry in enumerate(block.model):
@@ -418,7 +418,7 @@ def torchaudio_advice(model_name: str) -> str:
     )
 
 
-def check_audio(block: ModalityBlock) -> None:
+def check_audio(block: ModalityBlock, config: DuchoConfig) -> None:
     """Audio reads a folder of clips (`items`) through transformers encoders."""
     if block.interactions is not None:
         raise ConfigError("audio.interactions: audio has items only (a folder of clips)")
@@ -434,11 +434,27 @@ def check_audio(block: ModalityBlock) -> None:
         if entry.backend != "transformers":
             raise ConfigError(f"{where}: audio runs the transformers backend")
         if entry.pooling == "none":
-            raise ConfigError(
-                f"{where}.pooling: none (Ducho's whole (1, T, D) frame sequence) is not "
-                "supported yet; ducho-fast saves each layer's (1, D) mean over the valid "
-                "frames (pooling: mean)"
-            )
+            check_sequence_outputs(where, entry, config)
+
+
+def check_sequence_outputs(where: str, entry: ModelEntry, config: DuchoConfig) -> None:
+    """`pooling: none` gives a (1, T, D) sequence per clip, T varying: Ducho's layout holds
+    it; formats and fusions of one row per item cannot. Ducho's default `output_format`
+    (not given) writes Ducho's layout alone for such a model (ducho_plan)."""
+    if entry.fusions:
+        raise ConfigError(
+            f"{where}.fusion: fusion joins one row per item, and pooling: none gives a "
+            "(1, T, D) sequence per clip; use pooling: mean to fuse"
+        )
+    if "output_format" not in config.model_fields_set:
+        return
+    rows_only = [s for s in sinks_for(config.output_format) if not takes_sequences(get_sink(s))]
+    if rows_only:
+        raise ConfigError(
+            f"{where}.pooling: none writes a (1, T, D) sequence per clip, which output_format "
+            f"{config.output_format} ({', '.join(rows_only)}: one row per item) cannot hold; "
+            "use output_format: ducho (Ducho's layout), or pooling: mean for compact/parquet"
+        )
 
 
 def blocks(config: DuchoConfig) -> list[tuple[str, str, SourceBlock]]:

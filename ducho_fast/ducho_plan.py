@@ -5,8 +5,9 @@ folder (Ducho's demos run from its repository root). A `dataset_path` found only
 config (ducho-fast's earlier rule) is used with a notice; found in both places, it is refused.
 
 Layout (as Ducho writes it): `<dataset_path>/<output_path>/<backend>/<model>/<layer>/<id>.npy`,
-float32 (1, D). Compact output (features.npy, ids.txt, manifest.json per model and layer) goes
-to `<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state into the
+float32 (1, D) (audio with `pooling: none`: (1, T, D), in Ducho's layout only). Compact
+output (features.npy, ids.txt, manifest.json per model and layer) goes to
+`<dataset_path>/ducho-fast/<modality>/<source>/<backend>/<model>/<layer>/`, run state into the
 output it describes (`<dataset_path>/<output_path>/.ducho-fast/state/`). Differences from
 Ducho, where Ducho is wrong, are listed in the README.
 """
@@ -31,7 +32,7 @@ from ducho_fast.engine.autotune import AutoPick, default_runtime, planned_choice
 from ducho_fast.engine.executors import EngineOptions
 from ducho_fast.engine.image_table import image_table_columns, list_image_rows
 from ducho_fast.engine.parquet import input_location, is_parquet
-from ducho_fast.engine.sinks import get_sink, sinks_for
+from ducho_fast.engine.sinks import get_sink, sinks_for, takes_sequences
 from ducho_fast.engine.sources import list_images, list_interaction_texts, list_texts, read_table
 from ducho_fast.engine.state import STATE_HOME
 from ducho_fast.models.spec import ModelRef, UnknownLayerError, ducho_image_spec
@@ -101,7 +102,7 @@ def model_folder(name: str, modality: str) -> str:
 
 def model_ref(entry: ModelEntry, kind: str, modality: str, trust_pickle: bool = False) -> ModelRef:
     if kind == "audio":  # Ducho's integer output_layers index hidden_states: kept
-        return ModelRef(entry.model_name, task="audio", layers=entry.layers)
+        return ModelRef(entry.model_name, task="audio", layers=entry.layers, pooling=entry.pooling)
     task = "image" if kind == "image" else "text"
     if entry.backend == "torch":
         ref = torch_model_ref(entry, task)
@@ -237,10 +238,25 @@ class DuchoPlanner:
             layer_dirs=layer_dirs(entry),
             roots={
                 sink: trees[get_sink(sink).layout] / entry.backend / folder
-                for sink in sinks_for(self.config.output_format)
+                for sink in self.sinks(entry, where)
             },
             fp16_storage=self.config.fp16_storage,
         )
+
+    def sinks(self, entry: ModelEntry, where: str) -> tuple[str, ...]:
+        """The run's output formats for one model; `pooling: none` under Ducho's default
+        format (`both`, not given) writes Ducho's layout alone, said in one line (a format
+        given in the config that cannot hold sequences was refused in config.py)."""
+        names = sinks_for(self.config.output_format)
+        if entry.pooling != "none":
+            return names
+        kept = tuple(name for name in names if takes_sequences(get_sink(name)))
+        if kept != names:
+            notice(
+                f"{where} {entry.model_name}: pooling none writes Ducho's (1, T, D) files only; "
+                f"{', '.join(n for n in names if n not in kept)} hold(s) one row per item"
+            )
+        return kept
 
     def state_dir(self, out_root: Path, *parts: str) -> Path:
         """A pass's state, inside the output folder it describes (it goes where that goes)."""

@@ -111,7 +111,8 @@ class Encoder:
     ) -> np.ndarray:
         """(N, D) float32 features, one row per clip (a file path, or a mono float waveform
         at the model's sampling rate), in input order; one path or 1-D array is one row.
-        Long clips are windowed and pooled as `extract` does."""
+        Long clips are windowed and pooled as `extract` does. An artifact exported with
+        `pooling="none"` gives an object array of one `(T, D)` frame sequence per clip."""
         if isinstance(clips, str | Path) or (isinstance(clips, np.ndarray) and clips.ndim == 1):
             clips = [clips]
         return self.encode("audio", clips, batch_size, output)

@@ -45,12 +45,18 @@ class ModelTask:
     fp16_storage: bool = False
     auto: AutoPick | None = None  # runtime and/or precision left to measurement
 
-    def output(self, graph_output: str, item_shape: tuple[int, ...] | None = None) -> LayerOutput:
+    def output(
+        self,
+        graph_output: str,
+        item_shape: tuple[int, ...] | None = None,
+        sequence: bool = False,
+    ) -> LayerOutput:
         """Where `graph_output` goes: `<root>/<layer>` for each sink; `item_shape`: Ducho's
-        per-item shape of a feature map (None: a vector)."""
+        per-item shape of a feature map (None: a vector); `sequence`: a `(T, D)` per item."""
         layer = self.layer_dirs.get(graph_output) or self.layer_dirs.get("*") or graph_output
         folders = {sink: root / layer for sink, root in self.roots.items()}
-        return LayerOutput(f"{self.label}/{layer}", folders, self.fp16_storage, item_shape)
+        name = f"{self.label}/{layer}"
+        return LayerOutput(name, folders, self.fp16_storage, item_shape, sequence)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ class OpenModel:
     output_names: tuple[str, ...]
     item_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # Ducho's layout
 
+    @property
+    def sequence(self) -> bool:
+        """Each item's outputs are `(T, D)` frame sequences (audio `pooling: none`), as the
+        preprocessing spec (the model's, or the artifact manifest's) says."""
+        return bool(getattr(self.feed.prepare, "sequence", False))
+
 
 def open_model(
     ref: ModelRef, kind: str, choice: RuntimeChoice, index: int = 0, sample: Sample = NO_SAMPLE
@@ -53,7 +59,20 @@ def open_model(
     for validating (and calibrating static int8 in) an export made on the fly."""
     if not choice.spec.needs_artifact:
         return open_eager(ref, kind, choice, index)
-    return open_artifact(artifact_for(ref, choice, sample, kind), kind, choice, index, sample)
+    opened = open_artifact(artifact_for(ref, choice, sample, kind), kind, choice, index, sample)
+    return check_pooling(ref, opened)
+
+
+def check_pooling(ref: ModelRef, opened: OpenModel) -> OpenModel:
+    """An artifact given as the model must give what the config asks: frame sequences for
+    `pooling: none`, one pooled row otherwise (its graph decides, not the config)."""
+    if opened.sequence != (ref.pooling == "none"):
+        has = "(1, T, D) frame sequences" if opened.sequence else "pooled (1, D) rows"
+        raise ConfigError(
+            f"{ref.source} is an artifact exported for {has}, and pooling "
+            f"{ref.pooling} was asked: set pooling to match, or give the model itself"
+        )
+    return opened
 
 
 def eager_tower(tower: Tower) -> EagerTower:
@@ -117,7 +136,7 @@ def describe_model(
     manifest = checked_manifest(folder, choice)
     graph = manifest.graph(kind)
     feed = artifact_feed(folder, manifest, graph, index)
-    return artifact_model(None, kind, manifest, graph, feed, choice)
+    return check_pooling(ref, artifact_model(None, kind, manifest, graph, feed, choice))
 
 
 def checked_manifest(folder: Path, choice: RuntimeChoice) -> Manifest:
@@ -320,7 +339,12 @@ def check_model(ref: ModelRef, kind: str, choice: RuntimeChoice) -> None:
     the artifact exists already."""
     if is_artifact(ref.source):
         manifest = read_manifest(Path(ref.source), verify_hashes=False)
-        manifest.graph(kind)
+        pooling = (manifest.graph(kind).preprocess or {}).get("pooling", "mean")
+        if pooling != ref.pooling:
+            raise ConfigError(
+                f"artifact {ref.source} was exported with pooling {pooling}, and pooling "
+                f"{ref.pooling} was asked: set pooling to match, or give the model itself"
+            )
         wanted = choice.spec.artifact_precision(choice.precision)
         if choice.spec.needs_artifact and manifest.precision != wanted:
             raise ConfigError(
@@ -403,6 +427,8 @@ def cache_key(ref: ModelRef, precision: str, options: Mapping[str, str] | None =
         parts["export_options"] = dict(options)
     if ref.l2_normalize:
         parts["l2_normalize"] = True
+    if ref.pooling != "mean":  # only then: keys of pooled exports stay as they were
+        parts["pooling"] = ref.pooling
     path = Path(ref.source)
     if path.exists():  # a local model: the same key however the path is spelled
         path = path.resolve()

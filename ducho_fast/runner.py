@@ -44,6 +44,7 @@ from ducho_fast.resolve import (
 )
 
 log = logs.get("run")
+SEQUENCE_SHARD_ITEMS = 32
 
 
 @dataclass
@@ -76,6 +77,7 @@ def run_pass(
     task: PassTask, plan: ExtractPlan, progress: bool, listing: Listing | None = None
 ) -> PassResult:
     timer = StageTimer()  # from the pass's start: model opening counts as start-up
+    plan = sequence_shards(task, plan)
     listing = task.list_items() if listing is None else listing
     if not listing.items:  # nothing to run: no model is opened (or exported) for it
         log.warning(
@@ -124,6 +126,16 @@ def run_pass(
     finally:
         if early is not None:
             early.reader.close()
+
+
+def sequence_shards(task: PassTask, plan: ExtractPlan) -> ExtractPlan:
+    """A pass with a sequence output (audio `pooling: none`) commits shards of at most
+    SEQUENCE_SHARD_ITEMS clips: a shard's rows are held until it commits, and a clip's frames
+    grow with its length (a 2-minute clip: 6,000 frames of D floats)."""
+    if not any(model.ref.pooling == "none" for model in task.models):
+        return plan
+    size = min(plan.options.shard_size, SEQUENCE_SHARD_ITEMS)
+    return replace(plan, options=replace(plan.options, shard_size=size))
 
 
 def export_sample(model: ModelTask, task: PassTask, listing: Listing, plan: ExtractPlan) -> Sample:
@@ -303,7 +315,7 @@ def model_jobs(task: PassTask, opened: list[OpenModel]) -> tuple[list[ModelJob],
     jobs, outputs = [], []
     for model, model_open in zip(task.models, opened, strict=True):
         by_graph = {
-            name: model.output(name, model_open.item_shapes.get(name))
+            name: model.output(name, model_open.item_shapes.get(name), model_open.sequence)
             for name in model_open.output_names
         }
         outputs += list(by_graph.values())
@@ -362,7 +374,7 @@ def finish_pass(task: PassTask, prepared: PreparedPass) -> PassResult:
             sink = get_sink(sink_name)
             discard(sink, folder, view.stale)
             reader = lambda out=output: map(  # noqa: E731
-                out.per_item, live_blocks(store.state_dir, out.name, view)
+                out.per_item, live_blocks(store.state_dir, out.name, view, out.sequence)
             )
             sink.finalize(folder, ids, reader, record, output.fp16)
         written += [f for f in output.folders.values() if f not in written]  # one per folder

@@ -501,22 +501,6 @@ def test_bench_audio_suite_reports_real_time_factor_and_fidelity(encoders, digit
     assert "real-time factor" in (tmp_path / "a.md").read_text()
 
 
-def test_pooling_none_is_refused_naming_the_key_and_why(tmp_path):
-    """Ducho's whole (1, T, D) sequences are not written yet: `pooling: none` is refused
-    before any work (naming the model entry), `pooling: mean` is the default and accepted."""
-    from ducho_fast.config import parse_config
-
-    def config(pooling: str) -> dict:
-        entry = {"model_name": "m", "output_layers": 7, "backend": "transformers"}
-        block = {"input_path": "a", "output_path": "b", "model": [{**entry, "pooling": pooling}]}
-        return {"dataset_path": str(tmp_path), "audio": {"items": block}}
-
-    parse_config(config("mean"))
-    with pytest.raises(ConfigError, match=r"audio\.items\.model\[0\]\.pooling: none") as info:
-        parse_config(config("none"))
-    assert "(1, T, D)" in str(info.value) and "pooling: mean" in str(info.value)
-
-
 def test_sizing_the_sweep_never_waits_on_a_fifo(tmp_path):
     """The batch sweep and the auto measurement size their inputs from a few of the run's
     clips: a FIFO among them (which would block a read forever) is skipped at once."""

@@ -27,9 +27,12 @@ GATES = {
 
 def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     """Cosine of each row pair: two all-zero rows count as equal, one all-zero row against a
-    non-zero one as 0, and a row with NaN or infinity as NaN (which fails every gate)."""
-    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
-    got = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
+    non-zero one as 0, and a row with NaN or infinity as NaN (which fails every gate). A
+    sequence output `(N, T, D)` (audio `pooling: none`) is compared frame by frame (its
+    padded frames are zero on both sides, so they count as equal)."""
+    rows = reference.shape[0] * reference.shape[1] if reference.ndim == 3 else reference.shape[0]
+    ref = reference.reshape(rows, -1).astype(np.float64)
+    got = candidate.reshape(rows, -1).astype(np.float64)
     ref_norm, got_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(got, axis=1)
     dots = np.sum(ref * got, axis=1)
     norms = ref_norm * got_norm

@@ -10,6 +10,11 @@ has no record; everything else is kept. A marker whose features are missing or d
 the rows it lists is dropped on reopening, so its items are redone, never trusted. Sink files
 of a commit that never reached its marker are removed on reopening (its intent file names
 them). `finish` gives the pass's live rows: the current items, in input order.
+
+A sequence output (`LayerOutput.sequence`: a `(T, D)` per item, T varying) keeps a shard as
+its items' frames stacked, `(sum T, D)`, and each item's T in the marker (`frames`), so the
+commit point covers them; a marker whose frame counts do not add up to its features' rows
+is dropped like any damaged one.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from ducho_fast.core.errors import ConfigError
 from ducho_fast.core.io import atomic_bytes, atomic_json, npy_bytes
 from ducho_fast.core.records import Failure, Item, Shard
+from ducho_fast.core.sequences import offsets, pack, sequences, unpack
 from ducho_fast.engine.fingerprint import FileStamps
 from ducho_fast.engine.sinks import LayerOutput, discard, get_sink
 
@@ -74,6 +80,10 @@ def features_dir(state_dir: Path, output: str) -> Path:
 
 def shard_file(state_dir: Path, output: str, shard: int) -> Path:
     return features_dir(state_dir, output) / f"shard-{shard:05d}.npy"
+
+
+def marker_file(state_dir: Path, shard: int) -> Path:
+    return state_dir / f"shard-{shard:05d}.json"
 
 
 def read_json(path: Path) -> object:
@@ -203,7 +213,7 @@ class ShardStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
 
     def marker(self, shard: int) -> Path:
-        return self.state_dir / f"shard-{shard:05d}.json"
+        return marker_file(self.state_dir, shard)
 
     def markers(self) -> list[dict]:
         """Every intact marker, by shard index (see `intact`)."""
@@ -228,11 +238,29 @@ class ShardStore:
         if not wanted <= set(rows):
             return None
         for name in wanted:
-            if not features_fit(
-                shard_file(self.state_dir, name, marker["shard"]), len(ids), rows[name]
-            ):
+            count = self.stored_rows(marker, name)
+            path = shard_file(self.state_dir, name, marker["shard"])
+            if count is None or not features_fit(path, count, rows[name]):
                 return None
         return marker
+
+    def stored_rows(self, marker: dict, name: str) -> int | None:
+        """Rows `name`'s shard file must have: one per item, or a sequence output's frames
+        (the marker's counts: one positive count per item); None when the marker does not
+        fit the output."""
+        found = marker.get("frames")
+        counts = found.get(name) if isinstance(found, dict) else None
+        output = self.outputs.get(name)
+        sequence = output.sequence if output is not None else counts is not None
+        if not sequence:
+            return len(marker["ids"]) if counts is None else None
+        if not (
+            isinstance(counts, list)
+            and len(counts) == len(marker["ids"])
+            and all(type(count) is int and count > 0 for count in counts)
+        ):
+            return None
+        return sum(counts)
 
     def records(self, markers: Sequence[dict] | None = None) -> dict[str, Record]:
         """The latest record of every id in the state."""
@@ -275,24 +303,28 @@ class ShardStore:
         """Write one shard's features and sink files, then its marker (the commit point)."""
         intent = self.state_dir / f"intent-{shard:05d}.json"
         atomic_json(intent, {"ids": list(ids)})
-        rows = {}
+        rows, frames = {}, {}
         for name, array in features.items():
             output = self.outputs[name]
-            values = array.astype(np.float32)
+            if output.sequence:  # stored stacked; the sinks get the rows back
+                values, frames[name] = pack(array)
+                given = unpack(values, frames[name])
+            else:
+                values = given = array.astype(np.float32)
             atomic_bytes(shard_file(self.state_dir, name, shard), npy_bytes(values))
             rows[name] = list(values.shape)
             for sink_name, folder in output.folders.items():
-                get_sink(sink_name).write_shard(folder, ids, output.per_item(values))
-        atomic_json(
-            self.marker(shard),
-            {
-                "shard": shard,
-                "ids": list(ids),
-                "fingerprints": [self.item_fingerprints.get(i) for i in ids],
-                "rows": rows,
-                "failures": [f.__dict__ for f in failures],
-            },
-        )
+                get_sink(sink_name).write_shard(folder, ids, output.per_item(given))
+        marker = {
+            "shard": shard,
+            "ids": list(ids),
+            "fingerprints": [self.item_fingerprints.get(i) for i in ids],
+            "rows": rows,
+            "failures": [f.__dict__ for f in failures],
+        }
+        if frames:  # only then: markers of row outputs stay as they were
+            marker["frames"] = frames
+        atomic_json(self.marker(shard), marker)
         intent.unlink(missing_ok=True)
 
     def finish(self, items: Sequence[Item]) -> LiveView:
@@ -344,23 +376,53 @@ def features_fit(path: Path, count: int, shape: object) -> bool:
     return array.dtype == np.float32 and list(array.shape) == shape and len(array) == count
 
 
-def live_blocks(state_dir: Path, output: str, view: LiveView) -> Iterator[np.ndarray]:
-    """`output`'s live rows in the view's order, a block of rows at a time (float32)."""
+def live_blocks(
+    state_dir: Path, output: str, view: LiveView, sequence: bool = False
+) -> Iterator[np.ndarray]:
+    """`output`'s live rows in the view's order, a block of rows at a time (float32); for a
+    sequence output, blocks of `(T, D)` rows (`core.sequences`, views of the mapped shards).
+    An output read as the other kind is refused, never misread."""
 
     @lru_cache(maxsize=16)
     def shard(index: int) -> np.ndarray:
         return np.load(shard_file(state_dir, output, index), mmap_mode="r")
 
+    @lru_cache(maxsize=16)
+    def starts(index: int) -> np.ndarray | None:
+        marker = read_json(marker_file(state_dir, index))
+        frames = marker.get("frames") if isinstance(marker, dict) else None
+        found = frames.get(output) if isinstance(frames, dict) else None
+        if (found is not None) != sequence:
+            what = "a (T, D) sequence per item" if found is not None else "one row per item"
+            raise ConfigError(
+                f"{output} in {state_dir} holds {what}; it cannot be read as "
+                f"{'sequences' if sequence else 'rows'} (fusion and the compact and parquet "
+                "formats need one row per item: pooling mean)"
+            )
+        return None if found is None else offsets(found)
+
     shards, rows = np.asarray(view.shards, np.int64), np.asarray(view.rows, np.int64)
     for start in range(0, len(view.ids), BLOCK_ROWS):
         block_shards = shards[start : start + BLOCK_ROWS]
         block_rows = rows[start : start + BLOCK_ROWS]
+        if starts(int(block_shards[0])) is not None:  # a sequence output, as `sequence` says
+            yield sequence_block(shard, starts, block_shards, block_rows)
+            continue
         dim = shard(int(block_shards[0])).shape[1]
         block = np.empty((len(block_shards), dim), dtype=np.float32)
         for index in np.unique(block_shards):
             where = block_shards == index
             block[where] = shard(int(index))[block_rows[where]]
         yield block
+
+
+def sequence_block(shard, starts, block_shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A block of sequence rows: each item's frames, a view of its mapped shard."""
+    found = []
+    for index, row in zip(block_shards.tolist(), rows.tolist(), strict=True):
+        bounds = starts(index)
+        found.append(shard(index)[bounds[row] : bounds[row + 1]])
+    return sequences(found)
 
 
 def read_live_view(state_dir: Path) -> LiveView:

@@ -15,8 +15,10 @@ DEFAULT_OPSET = 18
 
 
 def dynamic_axes(tower: Tower) -> dict[str, dict[int, str]]:
-    """The modality's input axes, plus a dynamic batch axis on every output."""
-    axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in tower.output_names}
+    """The modality's input axes, plus a dynamic batch axis on every output (and a frame
+    axis on a sequence tower's)."""
+    out_axes = {0: "batch", 1: "frames"} if tower.sequence else {0: "batch"}
+    axes: dict[str, dict[int, str]] = {name: dict(out_axes) for name in tower.output_names}
     return {**axes, **modality(tower.name).input_axes()}
 
 

@@ -14,6 +14,16 @@ clip). A longer clip is cut into windows of exactly `window_s`, starting every
 windows count once per window. Memory per graph call is bounded by `CALL_SECONDS` of padded
 audio, whatever the clip's length.
 
+`pooling: none` (waveform encoders only; `AudioPreprocessSpec.pooling`): the graph returns
+each window's frames `(W, F, D)`, padded frames zeroed, and each clip gets its whole frame
+sequence `(T, D)`, T the model's frame count for the clip alone. A long clip's windows start
+on the frame grid (every start a multiple of the encoder's total stride; the last window is
+the shortest that ends at the clip's end from a grid point), so window frame j is clip frame
+`start / stride + j`; the sequence is stitched from the windows, each overlap split at its
+middle (`stitch`: frames up to the middle from the earlier window, the rest from the later),
+so every frame comes from the window where it is furthest from an edge. Such frames differ
+from one whole-clip pass (their attention sees their window, not the clip).
+
 Spectrogram encoders (Whisper, AST, CLAP; `FeatureSpec`): the worker runs the model's own
 feature extractor on each window, whose length is the model's input length (no overlap), so
 every window is the same size: `input_values` holds the flat features, `attention_mask` the
@@ -38,6 +48,7 @@ from ducho_fast.core.image import require_regular_file
 from ducho_fast.core.metrics import StageTimer
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Batch, Item, Shard
+from ducho_fast.core.sequences import sequences
 from ducho_fast.modalities.base import Feed, Inputs, MakeInputs, Sample
 from ducho_fast.modalities.files import FileDataset, collate_files, within, worker_batches
 
@@ -63,15 +74,23 @@ class AudioPreprocessSpec:
     window_s: float = 20.0
     overlap_s: float = 2.0
     resampler: str = RESAMPLER
+    pooling: str = "mean"  # or "none": each clip's whole frame sequence (module docstring)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "conv_kernels", tuple(int(k) for k in self.conv_kernels))
         object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
         if not 0 <= self.overlap_s < self.window_s:
             raise ValueError("audio windows need 0 <= overlap_s < window_s")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown audio pooling {self.pooling!r}; use one of {POOLINGS}")
+        if self.sequence and self.frames(self.window) <= self.hop // self.frame_stride:
+            raise ValueError(
+                "pooling none stitches windows that overlap by at least one frame: "
+                f"overlap_s {self.overlap_s} is shorter than the encoder's receptive field"
+            )
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "sampling_rate": self.sampling_rate,
             "normalize": self.normalize,
             "masked": self.masked,
@@ -81,6 +100,9 @@ class AudioPreprocessSpec:
             "overlap_s": self.overlap_s,
             "resampler": self.resampler,
         }
+        if self.sequence:  # only then: fingerprints of pooled outputs stay as they were
+            data.update(pooling=self.pooling, stitch=STITCH_RULE)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AudioPreprocessSpec:
@@ -93,7 +115,18 @@ class AudioPreprocessSpec:
             float(data["window_s"]),
             float(data["overlap_s"]),
             str(data.get("resampler", RESAMPLER)),
+            str(data.get("pooling", "mean")),
         )
+
+    @property
+    def sequence(self) -> bool:
+        """Each clip's frames are its output (`pooling: none`), not their mean."""
+        return self.pooling == "none"
+
+    @property
+    def frame_stride(self) -> int:
+        """Samples between two frames (the product of the convolutions' strides)."""
+        return int(np.prod(self.conv_strides))
 
     @property
     def window(self) -> int:
@@ -101,7 +134,9 @@ class AudioPreprocessSpec:
 
     @property
     def hop(self) -> int:
-        return self.window - round(self.overlap_s * self.sampling_rate)
+        """Samples between window starts; on the frame grid for sequences (`window_bounds`)."""
+        hop = self.window - round(self.overlap_s * self.sampling_rate)
+        return hop - hop % self.frame_stride if self.sequence else hop
 
     def frames(self, samples: np.ndarray | int) -> np.ndarray:
         """Frames the convolutional encoder makes of `samples` (the models' own formula)."""
@@ -122,6 +157,9 @@ class AudioPreprocessSpec:
 
 
 FEATURE_KINDS = ("whisper", "ast", "clap")
+POOLINGS = ("mean", "none")
+# How `pooling: none` cuts and stitches a long clip (part of the fingerprint through the spec).
+STITCH_RULE = "frame-grid windows, each overlap split at its middle"
 
 
 @dataclass(frozen=True)
@@ -144,6 +182,7 @@ class FeatureSpec:
 
     masked = True  # every window has the same input size: batching never pads
     normalize = False
+    sequence = False  # pooled per window: `pooling: none` is for waveform encoders only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_shape", tuple(int(d) for d in self.feature_shape))
@@ -250,12 +289,41 @@ AnySpec = AudioPreprocessSpec | FeatureSpec
 
 
 def window_bounds(samples: int, spec: AnySpec) -> list[tuple[int, int]]:
-    """[start, end) of each window: the whole clip, or windows of exactly `spec.window`."""
+    """[start, end) of each window: the whole clip, or windows of exactly `spec.window`
+    (for sequences, starts on the frame grid and a last window that may be up to a frame's
+    stride shorter: see the module docstring)."""
     size = spec.window
     if samples <= size:
         return [(0, samples)]
+    if spec.sequence:
+        stride = spec.frame_stride
+        last = -(-(samples - size) // stride) * stride  # the first grid point from the end
+        starts = [*range(0, samples - size, spec.hop), last]
+        return [(start, min(start + size, samples)) for start in starts]
     starts = [*range(0, samples - size, spec.hop), samples - size]
     return [(start, start + size) for start in starts]
+
+
+@dataclass(frozen=True, eq=False)
+class ClipWindows:
+    """One clip's model-input windows and where each starts in the clip (samples)."""
+
+    windows: tuple[Any, ...]
+    starts: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.windows[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.windows)
+
+
+def one_window(window: Any) -> ClipWindows:
+    """A window alone, as a clip of its own (timing and sweep inputs)."""
+    return ClipWindows((window,), (0,))
 
 
 def normalize(wave: np.ndarray) -> np.ndarray:
@@ -263,18 +331,20 @@ def normalize(wave: np.ndarray) -> np.ndarray:
     return (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
 
 
-def clip_windows(wave: np.ndarray, spec: AnySpec) -> list[Any]:
+def clip_windows(wave: np.ndarray, spec: AnySpec) -> ClipWindows:
     """A decoded clip as the model's input windows; too short a clip is an error."""
     if len(wave) < spec.min_samples:
         raise AudioDecodeError(
             f"too short: {len(wave)} samples at {spec.sampling_rate} Hz; the model needs at "
             f"least {spec.min_samples} ({spec.min_samples / spec.sampling_rate * 1000:.0f} ms)"
         )
-    windows = [wave[start:end] for start, end in window_bounds(len(wave), spec)]
+    bounds = window_bounds(len(wave), spec)
+    starts = tuple(start for start, _ in bounds)
+    windows = [wave[start:end] for start, end in bounds]
     if isinstance(spec, FeatureSpec):
-        return [spec.features(w) for w in windows]
+        return ClipWindows(tuple(spec.features(w) for w in windows), starts)
     prepared = [normalize(w) if spec.normalize else w for w in windows]
-    return [np.ascontiguousarray(w, dtype=np.float32) for w in prepared]
+    return ClipWindows(tuple(np.ascontiguousarray(w, dtype=np.float32) for w in prepared), starts)
 
 
 def pad_windows(windows: Sequence[np.ndarray]) -> Inputs:
@@ -296,17 +366,19 @@ def stack_features(windows: Sequence[FeatureWindow]) -> Inputs:
     }
 
 
-def batch_inputs(per_item: Sequence[Sequence[Any]]) -> Inputs:
-    """The windows of several clips as one input set, with the clip of each window (and,
-    for spectrogram encoders, each window's weight in its clip's pooling)."""
+def batch_inputs(per_item: Sequence[ClipWindows]) -> Inputs:
+    """The windows of several clips as one input set, with the clip of each window and where
+    it starts in its clip (and, for spectrogram encoders, each window's weight in its clip's
+    pooling)."""
     windows = [w for item in per_item for w in item]
     owners = np.repeat(np.arange(len(per_item)), [len(item) for item in per_item])
+    starts = np.array([s for item in per_item for s in item.starts], np.int64)
     if windows and isinstance(windows[0], FeatureWindow):
         weights = np.array([w.weight for w in windows], np.float64)
         inputs = {**stack_features(windows), "window_weight": weights}
     else:
         inputs = pad_windows(windows)
-    return {**inputs, "window_item": owners.astype(np.int64)}
+    return {**inputs, "window_item": owners.astype(np.int64), "window_start": starts}
 
 
 # --- the session the engine runs ------------------------------------------------------------
@@ -330,13 +402,14 @@ def call_groups(lengths: np.ndarray, masked: bool, budget: int) -> list[np.ndarr
 
 
 class WindowedSession:
-    """Clips in, one pooled row per clip out, over a session that runs windows (see module
-    docstring)."""
+    """Clips in, one pooled row per clip out (or, for `pooling: none`, each clip's stitched
+    frame sequence: a `core.sequences` object array of `(T, D)`), over a session that runs
+    windows (see module docstring)."""
 
     def __init__(self, inner: Any, spec: AnySpec):
         self.inner = inner
         self.spec = spec
-        self.input_names = ("input_values", "attention_mask", "window_item")
+        self.input_names = ("input_values", "attention_mask", "window_item", "window_start")
         self.output_names = tuple(inner.output_names)
         self.budget = round(CALL_SECONDS * spec.sampling_rate)
 
@@ -349,6 +422,10 @@ class WindowedSession:
         else:
             lengths = mask.sum(axis=1)
             weights = self.spec.frames(lengths)
+        if self.spec.sequence:
+            starts = np.asarray(inputs["window_start"], np.int64) // self.spec.frame_stride
+            frames = self.run_frames(values, mask, lengths, weights)
+            return {name: stitch_clips(parts, owners, starts) for name, parts in frames.items()}
         per_window: dict[str, np.ndarray] = {}
         trim = not isinstance(self.spec, FeatureSpec)
         for group in call_groups(lengths, self.spec.masked, self.budget):
@@ -357,6 +434,19 @@ class WindowedSession:
                 out = per_window.setdefault(name, np.zeros((len(values), array.shape[1]), "f4"))
                 out[group] = array
         return {name: pool(array, owners, weights) for name, array in per_window.items()}
+
+    def run_frames(
+        self, values: np.ndarray, mask: np.ndarray, lengths: np.ndarray, frames: np.ndarray
+    ) -> dict[str, list[np.ndarray]]:
+        """Each window's valid frames `(F, D)` per output (the graph zeroes padded ones)."""
+        per_window: dict[str, list[np.ndarray]] = {}
+        for group in call_groups(lengths, self.spec.masked, self.budget):
+            chunk = chunk_inputs(values, mask, group, lengths, True)
+            for name, array in self.inner.run(chunk).items():
+                out = per_window.setdefault(name, [np.empty((0, 0), np.float32)] * len(values))
+                for row, window in enumerate(group):
+                    out[window] = array[row, : int(frames[window])]
+        return per_window
 
 
 def chunk_inputs(
@@ -369,6 +459,35 @@ def chunk_inputs(
         "input_values": np.ascontiguousarray(values[group, :longest]),
         "attention_mask": np.ascontiguousarray(mask[group, :width]),
     }
+
+
+def stitch(parts: Sequence[np.ndarray], starts: Sequence[int]) -> np.ndarray:
+    """One clip's frames `(T, D)` from its windows' frames (`starts`: each window's first
+    frame in the clip). Where two windows overlap, frames up to the overlap's middle come
+    from the earlier window and the rest from the later one, so each frame comes from the
+    window where it is furthest from an edge (a tie goes to the earlier window)."""
+    pieces, taken = [], int(starts[0])
+    for k, part in enumerate(parts):
+        first, end = int(starts[k]), int(starts[k]) + len(part)
+        cut = end if k + 1 == len(parts) else (int(starts[k + 1]) + end - 1) // 2 + 1
+        if not first <= taken <= cut <= end:
+            raise ValueError(
+                f"audio windows do not overlap: window {k} holds frames {first}..{end - 1}, "
+                f"the next starts at frame {starts[k + 1]}"
+            )
+        pieces.append(part[taken - first : cut - first])
+        taken = cut
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32)
+
+
+def stitch_clips(parts: Sequence[np.ndarray], owners: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each clip's stitched frames, as rows of variable length (`core.sequences`)."""
+    clips = int(owners.max()) + 1 if len(owners) else 0
+    rows = []
+    for clip in range(clips):
+        windows = np.flatnonzero(owners == clip)
+        rows.append(stitch([parts[w] for w in windows], starts[windows].tolist()))
+    return sequences(rows)
 
 
 def pool(per_window: np.ndarray, owners: np.ndarray, frames: np.ndarray) -> np.ndarray:
@@ -398,7 +517,7 @@ class AudioDataset(FileDataset):
         rates = {spec.sampling_rate for spec in self.specs.values()}
         return {rate: decode_audio(item.path, rate) for rate in sorted(rates)}
 
-    def prepare(self, waves: dict[int, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    def prepare(self, waves: dict[int, np.ndarray]) -> dict[str, ClipWindows]:
         return {k: clip_windows(waves[s.sampling_rate], s) for k, s in self.specs.items()}
 
 
@@ -483,7 +602,7 @@ def spec_key(spec: AnySpec) -> str:
     return "a" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def payload_windows(payload: Any, spec: AnySpec) -> list[Any]:
+def payload_windows(payload: Any, spec: AnySpec) -> ClipWindows:
     """A path (decoded), or a mono waveform already at the model's rate."""
     if isinstance(payload, (str, Path)):
         wave = decode_audio(payload, spec.sampling_rate)
@@ -570,7 +689,7 @@ class AudioModality:
         spec: AnySpec = feed.prepare
         if isinstance(spec, FeatureSpec):  # every window is the model's fixed input size
             fixed = clip_windows(synthetic_wave(2.0, spec.sampling_rate, 0), spec)[0]
-            return lambda size: batch_inputs([[fixed]] * size)
+            return lambda size: batch_inputs([one_window(fixed)] * size)
         lengths = []
         for item in items[:: max(len(items) // 8, 1)][:8]:
             try:  # a FIFO or a stalled file must not hold the sweep (the run records them)
@@ -581,7 +700,7 @@ class AudioModality:
                 continue
         seconds = float(np.median(lengths)) / spec.sampling_rate if lengths else 5.0
         window = clip_windows(synthetic_wave(seconds, spec.sampling_rate, 0), spec)[0]
-        return lambda size: batch_inputs([[window]] * size)
+        return lambda size: batch_inputs([one_window(window)] * size)
 
     def batches(
         self,

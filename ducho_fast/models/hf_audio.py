@@ -6,7 +6,8 @@ rate, whether clips are normalised and whether the model takes an attention mask
 spectrogram encoders' extractor itself runs in the decode workers (`modalities.audio.
 FeatureSpec`). The tower returns each asked layer mean-pooled over the valid frames of each
 input window, or the model's own pooled embedding (AST's `pooler_output`, CLAP's
-`audio_embeds`); see `modalities.audio`.
+`audio_embeds`); see `modalities.audio`. With `pooling: none` (waveform encoders only) it
+returns each layer's frames, padded frames zeroed, which the engine stitches per clip.
 """
 
 from __future__ import annotations
@@ -86,13 +87,17 @@ def layer_names(
 
 
 class AudioTower(nn.Module):
-    """(input_values, attention_mask) -> each layer mean-pooled over the valid frames."""
+    """(input_values, attention_mask) -> each layer mean-pooled over the valid frames, or
+    (`sequence`) each layer's frames `(N, F, D)` with the padded frames zeroed."""
 
-    def __init__(self, body: nn.Module, layers: tuple[str, ...], masked: bool):
+    def __init__(
+        self, body: nn.Module, layers: tuple[str, ...], masked: bool, sequence: bool = False
+    ):
         super().__init__()
         self.body = body
         self.layers = layers
         self.masked = masked
+        self.sequence = sequence
         self.hidden = any(layer.startswith("hidden_states.") for layer in layers)
 
     def forward(
@@ -111,6 +116,8 @@ class AudioTower(nn.Module):
         lengths = self.body._get_feat_extract_output_lengths(attention_mask.sum(-1))
         frames = torch.arange(picked[0].shape[1], device=input_values.device)
         valid = (frames[None, :] < lengths[:, None]).to(picked[0].dtype)[..., None]
+        if self.sequence:
+            return tuple(x * valid for x in picked)
         count = valid.sum(1).clamp(min=1.0)
         return tuple((x * valid).sum(1) / count for x in picked)
 
@@ -121,7 +128,7 @@ class AudioTower(nn.Module):
 PADDING_CHANGES = ("data2vec-audio",)
 
 
-def audio_spec(extractor, config) -> AudioPreprocessSpec:
+def audio_spec(extractor, config, pooling: str = "mean") -> AudioPreprocessSpec:
     """`masked`: padded batches with an attention mask give each clip its own features."""
     takes_mask = bool(getattr(extractor, "return_attention_mask", False))
     return AudioPreprocessSpec(
@@ -130,7 +137,28 @@ def audio_spec(extractor, config) -> AudioPreprocessSpec:
         masked=takes_mask and config.model_type not in PADDING_CHANGES,
         conv_kernels=tuple(config.conv_kernel),
         conv_strides=tuple(config.conv_stride),
+        pooling=pooling,
     )
+
+
+SEQUENCE_SUPPORT = (
+    "pooling: none (Ducho's (1, T, D) frame sequences) is supported for the wav2vec2 family "
+    "(Wav2Vec2, HuBERT, WavLM, Data2VecAudio) with an integer output_layers or "
+    "last_hidden_state; use pooling: mean"
+)
+
+
+def check_audio_pooling(ref: ModelRef, path: Path | None) -> None:
+    """`pooling: none` asked of a model that has no frame sequence to give (Whisper, AST,
+    CLAP, a pooled layer) is refused before any weight loads, in one line."""
+    if ref.pooling != "none" or path is None:
+        return
+    model_type = read_json(path, "config.json").get("model_type")
+    if model_type not in WAVEFORM_ENCODERS:
+        raise ModelLoadError(f"{ref.source} (model_type {model_type}): {SEQUENCE_SUPPORT}")
+    pooled = [layer for layer in ref.layers if layer in ("pooler_output", "audio_embeds")]
+    if pooled:
+        raise ModelLoadError(f"{ref.source}: {pooled[0]} is a pooled layer; {SEQUENCE_SUPPORT}")
 
 
 class SpectrogramTower(nn.Module):
@@ -234,7 +262,12 @@ def load_spectrogram(ref: ModelRef, path: Path, model_type: str) -> LoadedModel:
     return LoadedModel(ref.source, f"hf_audio:{model_type}", (tower,), fingerprint_path(path), path)
 
 
-@register_family("hf_audio", _is_audio_encoder, "transformers audio encoder (Wav2Vec2, ...)")
+@register_family(
+    "hf_audio",
+    _is_audio_encoder,
+    "transformers audio encoder (Wav2Vec2, ...)",
+    check=check_audio_pooling,
+)
 def load_hf_audio(ref: ModelRef, path: Path | None) -> LoadedModel:
     from transformers import AutoFeatureExtractor, AutoModel
 
@@ -242,6 +275,7 @@ def load_hf_audio(ref: ModelRef, path: Path | None) -> LoadedModel:
     model_type = read_json(path, "config.json")["model_type"]
     if ref.task not in ("auto", "audio"):
         raise ModelLoadError(f"{ref.source} is an audio encoder; it has no {ref.task} tower")
+    check_audio_pooling(ref, path)
     if model_type in SPECTROGRAM_ENCODERS:
         return load_spectrogram(ref, path, model_type)
     model = AutoModel.from_pretrained(path, attn_implementation="eager")
@@ -249,12 +283,13 @@ def load_hf_audio(ref: ModelRef, path: Path | None) -> LoadedModel:
         raise ModelLoadError(f"{ref.source}: encoders with an adapter are not supported")
     extractor = AutoFeatureExtractor.from_pretrained(path)
     layers = layer_names(ref.layers, int(model.config.num_hidden_layers), ref.source)
-    spec = audio_spec(extractor, model.config)
+    spec = audio_spec(extractor, model.config, ref.pooling)
     tower = Tower(
         "audio",
-        AudioTower(model, layers, spec.masked),
+        AudioTower(model, layers, spec.masked, spec.sequence),
         layers,
         preprocess=spec,
         processor=extractor,
+        sequence=spec.sequence,
     )
     return LoadedModel(ref.source, f"hf_audio:{model_type}", (tower,), fingerprint_path(path), path)

@@ -17,6 +17,7 @@ from ducho_fast.models.spec import LoadedModel, ModelRef
 
 Detector = Callable[[ModelRef, Path | None], bool]
 Loader = Callable[[ModelRef, Path | None], LoadedModel]
+Checker = Callable[[ModelRef, Path | None], None]
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,21 @@ class Family:
     detect: Detector
     load: Loader
     description: str
+    # What the family can tell about a local model without loading weights (raises
+    # ModelLoadError): run by `check_source` before any work.
+    check: Checker | None = None
 
 
 FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, detect: Detector, description: str) -> Callable[[Loader], Loader]:
+def register_family(
+    name: str, detect: Detector, description: str, check: Checker | None = None
+) -> Callable[[Loader], Loader]:
     def decorator(load: Loader) -> Loader:
         if name in FAMILIES:
             raise ValueError(f"model family {name!r} is registered twice")
-        FAMILIES[name] = Family(name, detect, load, description)
+        FAMILIES[name] = Family(name, detect, load, description, check)
         return load
 
     return decorator
@@ -61,15 +67,25 @@ def load_model(ref: ModelRef) -> LoadedModel:
     if path is None and _looks_like_hub_id(ref.source):
         path = download_snapshot(ref.source)
     if ref.family != "auto":
-        return eval_mode(get_family(ref.family).load(ref, path))
+        return checked_pooling(ref, eval_mode(get_family(ref.family).load(ref, path)))
     for family in FAMILIES.values():
         if family.detect(ref, path):
-            return eval_mode(family.load(ref, path))
+            return checked_pooling(ref, eval_mode(family.load(ref, path)))
     raise ModelLoadError(
         f"cannot tell what kind of model {ref.source!r} is. Give a transformers or "
         "sentence-transformers folder or hub id, a torchvision architecture name (e.g. resnet50), "
         f"or a pickled torch module with --trust-pickle. Known families: {sorted(FAMILIES)}"
     )
+
+
+def checked_pooling(ref: ModelRef, loaded: LoadedModel) -> LoadedModel:
+    """`pooling: none` from a family that gives no frame sequences is refused, never ignored."""
+    if ref.pooling == "none" and not any(tower.sequence for tower in loaded.towers):
+        raise ModelLoadError(
+            f"{ref.source}: pooling none (frame sequences) applies to the wav2vec2 family of "
+            f"audio encoders; this is a {loaded.family} model"
+        )
+    return loaded
 
 
 def check_source(ref: ModelRef) -> None:
@@ -89,11 +105,14 @@ def check_source(ref: ModelRef) -> None:
                 tv.check_layers(tv.unpickle_module(path), ref.layers)
             return
         wanted = [FAMILIES[ref.family]] if ref.family != "auto" else list(FAMILIES.values())
-        if not any(family.detect(ref, path) for family in wanted):
+        found = next((family for family in wanted if family.detect(ref, path)), None)
+        if found is None:
             raise ModelLoadError(
                 f"{ref.source} is neither a transformers / sentence-transformers folder, an "
                 "exported artifact, nor a pickled torch module (.pt, .pth, .pkl)"
             )
+        if found.check is not None:
+            found.check(ref, path)
         return
     if tv.torchvision_name(ref.source) is not None:
         tv.check_torchvision_layers(ref.source, ref.layers)

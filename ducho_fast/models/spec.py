@@ -38,11 +38,16 @@ class ModelRef:
     # Dual encoders: embeddings of unit length, as `CLIPModel.forward` returns them (Ducho's
     # visual_textual values); otherwise the projected features (`get_image_features`).
     l2_normalize: bool = False
+    # Audio: each layer's frames mean-pooled per clip, or ("none") the clip's whole frame
+    # sequence, Ducho's (1, T, D); waveform encoders only (models/hf_audio.py).
+    pooling: Literal["mean", "none"] = "mean"
 
     def __post_init__(self) -> None:
         """A path may be given as a Path; it is kept as the string the user wrote."""
         object.__setattr__(self, "source", str(self.source))
         object.__setattr__(self, "layers", tuple(self.layers))
+        if self.pooling not in ("mean", "none"):
+            raise ModelLoadError(f"unknown pooling {self.pooling!r}; use mean or none")
 
 
 class UnknownLayerError(ModelLoadError):
@@ -80,6 +85,9 @@ class Tower:
     # Ducho's torch backend squeezes size-1 axes out of a layer's output (`avgpool`'s
     # (2048, 1, 1) is saved (1, 2048)); its transformers backend saves the output as it is.
     squeeze_outputs: bool = False
+    # Outputs are (batch, frames, D) sequences, padded frames zeroed (audio `pooling: none`):
+    # the export gives them a dynamic frame axis.
+    sequence: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,6 +9,7 @@ from ducho_fast.engine.sinks.base import (
     get_sink,
     register_sink,
     sinks_for,
+    takes_sequences,
 )
 from ducho_fast.engine.sinks.compact import CompactSink
 from ducho_fast.engine.sinks.ducho import DuchoSink
@@ -27,4 +28,5 @@ __all__ = [
     "get_sink",
     "register_sink",
     "sinks_for",
+    "takes_sequences",
 ]

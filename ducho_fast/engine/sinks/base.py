@@ -34,10 +34,24 @@ class LayerOutput:
     # Ducho's per-item shape of an output that is more than a vector (a feature map's
     # (C, H, W)); the engine keeps rows flat, sinks get `(N, *item_shape)`.
     item_shape: tuple[int, ...] | None = None
+    # Each item is a `(T, D)` sequence whose T varies by item (audio `pooling: none`): rows
+    # are a `core.sequences` object array, and only sinks that take them may hold it.
+    sequence: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sequence:
+            return
+        refused = [name for name in self.folders if not takes_sequences(get_sink(name))]
+        if refused:
+            raise ConfigError(
+                f"{self.name} is a (1, T, D) sequence per item, which output format(s) "
+                f"{refused} cannot hold (one row per item); use output_format: ducho"
+            )
 
     def per_item(self, rows: np.ndarray) -> np.ndarray:
-        """Flat rows `(N, D)` as the sinks get them: `(N, *item_shape)` for a feature map."""
-        if self.item_shape is None:
+        """Flat rows `(N, D)` as the sinks get them: `(N, *item_shape)` for a feature map;
+        a sequence output's rows as they are."""
+        if self.item_shape is None or self.sequence:
             return rows
         return np.asarray(rows).reshape(len(rows), *self.item_shape)
 
@@ -48,7 +62,8 @@ class Sink(Protocol):
 
     def write_shard(self, folder: Path, ids: Sequence[str], features: np.ndarray) -> None:
         """Write one committed shard's rows (float32; `(N, D)`, or `(N, C, H, W)` for a
-        feature map: see `LayerOutput.per_item`), before the shard's marker."""
+        feature map; an object array of `(T, D)` for a sequence output, given only to sinks
+        with `sequences = True`: see `LayerOutput`), before the shard's marker."""
         ...
 
     def finalize(
@@ -66,7 +81,13 @@ class Sink(Protocol):
 
     # Optional, for sinks that keep a file per item (finalize rewrites everything in the
     # others): `discard(folder, ids)` removes the files it wrote for `ids`, items gone from
-    # the input or whose latest attempt failed.
+    # the input or whose latest attempt failed. Optional `sequences = True`: the sink holds
+    # rows of variable length (see `LayerOutput.sequence`).
+
+
+def takes_sequences(sink: Sink) -> bool:
+    """Whether `sink` holds a `(T, D)` sequence per item (Ducho's layout), not only rows."""
+    return bool(getattr(sink, "sequences", False))
 
 
 def discard(sink: Sink, folder: Path, ids: Sequence[str]) -> None:

@@ -1,5 +1,5 @@
-"""Ducho's layout: one float32 `(1, D)` `.npy` per item (a feature map `(1, C, H, W)`, as
-Ducho saves it), written as each shard commits."""
+"""Ducho's layout: one float32 `(1, D)` `.npy` per item (a feature map `(1, C, H, W)`, an
+audio frame sequence `(1, T, D)`, as Ducho saves them), written as each shard commits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ducho_fast.core.io import atomic_bytes, npy_bytes
+from ducho_fast.core.sequences import is_sequences
 from ducho_fast.engine.sinks.base import ReadShards
 
 
@@ -16,18 +17,27 @@ def item_file(folder: Path, item_id: str) -> Path:
     return folder / f"{item_id}.npy"
 
 
+def item_array(rows: np.ndarray, row: int) -> np.ndarray:
+    """One item's float32 array with Ducho's leading 1: `(1, D)`, `(1, C, H, W)`, or, from a
+    sequence output's rows (`core.sequences`), `(1, T, D)`."""
+    if is_sequences(rows):
+        return np.asarray(rows[row], dtype=np.float32)[None]
+    return np.asarray(rows[row : row + 1], dtype=np.float32)
+
+
 def write_per_item(folder: Path, ids: Sequence[str], array: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for row, item_id in enumerate(ids):
-        atomic_bytes(item_file(folder, item_id), npy_bytes(array[row : row + 1]))
+        atomic_bytes(item_file(folder, item_id), npy_bytes(item_array(array, row)))
 
 
 class DuchoSink:
     name = "ducho"
     layout = "ducho"
+    sequences = True  # a file per item holds any shape
 
     def write_shard(self, folder: Path, ids: Sequence[str], features: np.ndarray) -> None:
-        write_per_item(folder, ids, features.astype(np.float32))
+        write_per_item(folder, ids, features)
 
     def finalize(
         self, folder: Path, ids: Sequence[str], read_shards: ReadShards, manifest: dict, fp16: bool
@@ -45,7 +55,7 @@ class DuchoSink:
                 i for i, item in enumerate(block_ids) if not item_file(folder, item).exists()
             ]
             if missing:
-                rows = np.asarray(block)[missing].astype(np.float32)
+                rows = np.asarray(block)[missing]
                 write_per_item(folder, [block_ids[i] for i in missing], rows)
 
     def discard(self, folder: Path, ids: Sequence[str]) -> None:
