@@ -344,6 +344,17 @@ def test_a_sequence_output_cannot_reach_a_row_sink_or_be_read_as_rows(tmp_path):
         LayerOutput("m/1", {"ducho": tmp_path / "d", "compact": tmp_path / "c"}, sequence=True)
 
 
+def test_handoff_and_inspect_never_flatten_frame_sequences(tmp_path):
+    """Equal-length clips give equal-size files: read as rows they would pass as T*D vectors."""
+    from ducho_fast.core.errors import InputError
+    from ducho_fast.outputs import read_output
+
+    for item in ("a", "b"):
+        np.save(tmp_path / f"{item}.npy", np.ones((1, 5, 4), np.float32))
+    with pytest.raises(InputError, match=r"a.npy holds a \(1, T, D\) frame sequence"):
+        read_output(tmp_path, "ducho")
+
+
 @pytest.fixture(scope="module")
 def spectrogram_models(tmp_path_factory) -> dict[str, Path]:
     from .audio_models import save_ast, save_clap

@@ -78,7 +78,14 @@ def read_output(folder: Path, kind: str) -> FeatureSet:
         ids, rows, meta = read_parquet(folder / PARQUET_FILE)
         return checked(FeatureSet(folder, kind, tuple(ids), rows, meta))
     files = sorted(p for p in folder.glob("*.npy"))
-    rows = [np.load(p).astype(np.float32, copy=False).reshape(-1) for p in files]
+    arrays = [np.load(p).astype(np.float32, copy=False) for p in files]
+    sequences = [p.name for p, a in zip(files, arrays, strict=True) if a.ndim == 3]
+    if sequences:  # (1, T, D): never flattened into a T*D "vector" of frames
+        raise InputError(
+            f"{folder}: {sequences[0]} holds a (1, T, D) frame sequence (audio pooling: "
+            "none), not one vector per item; extract the model with pooling: mean"
+        )
+    rows = [a.reshape(-1) for a in arrays]
     dims = {len(r) for r in rows}
     if len(dims) > 1:
         raise InputError(f"{folder}: the .npy files have different sizes {sorted(dims)}")
