@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,30 @@ def test_item_timeout_holds_in_inline_decoding_and_in_the_export_sample(
     assert failures_by_id(tmp_path / "out") == {"slow": "ItemTimeoutError: timed out after 1 s"}
     assert sorted(ids) == sorted(p.stem for p in colour_photos[:3])
     assert artifacts_in(fresh_cache)  # the model was exported on the fly
+
+
+def test_the_running_process_never_arms_sigalrm_its_forked_decoders_do():
+    """A SIGALRM delivered into the process that hosts the runtimes' thread pools killed a
+    test session with SIGSEGV: there a stuck decode is abandoned in a daemon thread instead.
+    A forked decode worker (no pools) still interrupts a stuck read with SIGALRM."""
+    from ducho_fast.modalities.files import ItemTimeoutError, within
+
+    timers = []
+    assert within(5, lambda: timers.append(signal.getitimer(signal.ITIMER_REAL))) is None
+    assert timers == [(0.0, 0.0)]  # no alarm armed around the call
+    release = threading.Event()
+    with pytest.raises(ItemTimeoutError, match=r"timed out after 0\.2 s"):
+        within(0.2, lambda: release.wait(GUARD_S))
+    release.set()
+    child = os.fork()
+    if child == 0:  # a decode worker: the stuck call is interrupted by the alarm itself
+        try:
+            within(0.2, lambda: signal.getitimer(signal.ITIMER_REAL)[0] > 0 and time.sleep(GUARD_S))
+        except ItemTimeoutError:
+            os._exit(7)
+        os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
 
 
 class FifoGuard:

@@ -4,6 +4,7 @@ recorded with the stage it failed in; collated into batches per shard, in order.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -17,6 +18,12 @@ from ducho_fast.core.pool import decoded_batches
 from ducho_fast.core.records import Batch, Failure, Item, Shard
 
 T = TypeVar("T")
+# The process that imported ducho-fast (a CLI run, a user's script, a test session). Its main
+# thread never arms SIGALRM: it hosts runtime thread pools (ONNX Runtime, OpenVINO, torch) and
+# other libraries' threads, and a SIGALRM delivered into such a process killed a test session
+# with SIGSEGV (intermittently, while its main thread waited in a timed lock). Processes forked
+# from it to decode (workers, Ray decode children) hold no such pools: SIGALRM there.
+IMPORTING_PID = os.getpid()
 Sample = tuple[int, dict | None, Failure | None, dict]  # position, per-key payload, failure, s
 
 
@@ -26,8 +33,9 @@ class ItemTimeoutError(TimeoutError):
 
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt a stuck decode (SIGALRM); only possible in a process's main thread."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+    """Interrupt a stuck decode (SIGALRM); only in the main thread of a decoding process
+    (see `IMPORTING_PID`)."""
+    if seconds <= 0 or not can_use_alarm():
         yield
         return
 
@@ -43,17 +51,22 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def can_use_alarm() -> bool:
+    """The main thread of a process forked to decode (signals reach only a main thread)."""
+    return os.getpid() != IMPORTING_PID and threading.current_thread() is threading.main_thread()
+
+
 def within(seconds: float, function: Callable[[], T]) -> T:
     """`function()`, or ItemTimeoutError after `seconds` (0: no limit).
 
-    In a main thread (a worker process, a sequential run) SIGALRM interrupts the read. Other
-    threads cannot take signals (inline decoding runs in the read-ahead thread), so the call
-    runs in a daemon thread that is abandoned when it overruns: it cannot hang the run, and it
-    ends with the read it is stuck in.
+    In a decode worker's main thread SIGALRM interrupts the read. Elsewhere (the process that
+    runs ducho-fast, whose main thread decodes export and measurement samples and whose
+    read-ahead thread decodes inline) the call runs in a daemon thread that is abandoned when
+    it overruns: it cannot hang the run, and it ends with the read it is stuck in.
     """
     if seconds <= 0:
         return function()
-    if threading.current_thread() is threading.main_thread():
+    if can_use_alarm():
         with time_limit(seconds):
             return function()
     outcome: dict[str, Any] = {}
