@@ -9,6 +9,7 @@ are two processes. Only *when* a decode is slow or dies is injected (a wrapped d
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -156,7 +157,7 @@ def test_the_running_process_never_arms_sigalrm_its_forked_decoders_do():
     """A SIGALRM delivered into the process that hosts the runtimes' thread pools killed a
     test session with SIGSEGV: there a stuck decode is abandoned in a daemon thread instead.
     A forked decode worker (no pools) still interrupts a stuck read with SIGALRM."""
-    from ducho_fast.modalities.files import ItemTimeoutError, within
+    from ducho_fast.modalities.files import SS_DISABLE, ItemTimeoutError, SignalStack, within
 
     timers = []
     assert within(5, lambda: timers.append(signal.getitimer(signal.ITIMER_REAL))) is None
@@ -166,11 +167,17 @@ def test_the_running_process_never_arms_sigalrm_its_forked_decoders_do():
         within(0.2, lambda: release.wait(GUARD_S))
     release.set()
     child = os.fork()
-    if child == 0:  # a decode worker: the stuck call is interrupted by the alarm itself
+    if child == 0:  # a decode worker: the stuck call is interrupted by the alarm itself, its
+        # handler on the process's own stack, not on an alternate one inherited from the parent
+        libc = ctypes.CDLL(None)
+        inherited = ctypes.create_string_buffer(1 << 16)
+        libc.sigaltstack(ctypes.byref(SignalStack(ctypes.addressof(inherited), 0, 1 << 16)), None)
         try:
             within(0.2, lambda: signal.getitimer(signal.ITIMER_REAL)[0] > 0 and time.sleep(GUARD_S))
         except ItemTimeoutError:
-            os._exit(7)
+            now = SignalStack()
+            libc.sigaltstack(None, ctypes.byref(now))
+            os._exit(7 if now.ss_flags == SS_DISABLE else 2)
         os._exit(1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 7

@@ -4,6 +4,9 @@ recorded with the stage it failed in; collated into batches per shard, in order.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import os
 import signal
 import threading
@@ -18,12 +21,14 @@ from ducho_fast.core.pool import decoded_batches
 from ducho_fast.core.records import Batch, Failure, Item, Shard
 
 T = TypeVar("T")
-# The process that imported ducho-fast (a CLI run, a user's script, a test session). Its main
-# thread never arms SIGALRM: it hosts runtime thread pools (ONNX Runtime, OpenVINO, torch) and
-# other libraries' threads, and a SIGALRM delivered into such a process killed a test session
-# with SIGSEGV (intermittently, while its main thread waited in a timed lock). Processes forked
-# from it to decode (workers, Ray decode children) hold no such pools: SIGALRM there.
+# The process that imported ducho-fast (a CLI run, a user's script, a test session) never arms
+# SIGALRM. OpenVINO's CPU plugin sets and resets the main thread's alternate signal stack as it
+# loads and unloads, and Python's handlers run on that stack (SA_ONSTACK): a SIGALRM delivered
+# there after an unload was a kernel-forced SIGSEGV (si_code SI_KERNEL: the kernel could not
+# write the signal frame) that killed a test session. Processes forked from it to decode
+# (workers, Ray decode children) use SIGALRM on their own stack (see `own_signal_stack`).
 IMPORTING_PID = os.getpid()
+SS_DISABLE = 2  # sigaltstack's flag (Linux, macOS)
 Sample = tuple[int, dict | None, Failure | None, dict]  # position, per-key payload, failure, s
 
 
@@ -42,6 +47,7 @@ def time_limit(seconds: float) -> Iterator[None]:
     def expire(signum, frame):
         raise ItemTimeoutError(f"timed out after {seconds:g} s")
 
+    own_signal_stack()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -49,6 +55,26 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@functools.cache
+def own_signal_stack() -> None:
+    """Turn off the alternate signal stack a forked decoder inherits from its parent's thread
+    (it may point into memory the parent's OpenVINO plugin freed), so the alarm's handler runs
+    on this process's own stack. Once per process; where libc is not at hand, nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        disable = SignalStack(None, SS_DISABLE, 0)
+        ctypes.CDLL(None, use_errno=True).sigaltstack(ctypes.byref(disable), None)
+
+
+class SignalStack(ctypes.Structure):
+    """libc's `stack_t`."""
+
+    _fields_ = [
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    ]
 
 
 def can_use_alarm() -> bool:
