@@ -189,3 +189,21 @@ def jpeg_photos(tmp_path) -> Path:
     for index, pixels in enumerate(synthetic_images(6, (90, 120), seed=5)):
         Image.fromarray(pixels).save(folder / f"p{index}.jpg", quality=92)
     return folder
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """Eight spoken-digit clips (8 kHz WAV, lengths vary): the shared ones, or tones like them."""
+    import shutil
+
+    sf = pytest.importorskip("soundfile")
+    folder = tmp_path_factory.mktemp("digits")
+    shared = shared_or_none("audio-fsdd-spoken-digits")
+    if shared is not None:
+        for path in sorted((shared / "recordings").glob("*.wav"))[::150][:8]:
+            shutil.copy(path, folder / path.name)
+    else:
+        for n in range(8):
+            clip = synthetic.tone(0.3 + 0.07 * n, 8000, seed=n)
+            sf.write(folder / f"{n}_synth_{n}.wav", clip, 8000)
+    return folder

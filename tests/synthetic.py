@@ -319,3 +319,12 @@ def broken_and_odd_images(folder: Path) -> dict[str, Made]:
     put("not-an-image.jpg", "text named .jpg", b"this is not a JPEG\n" * 20, "decode")
     put("empty.png", "zero bytes", b"", "decode")
     return made
+
+
+def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A noisy sine (its pitch set by `seed`), `(samples, channels)` float32: a stand-in clip."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    base = 0.3 * np.sin(2 * np.pi * (200 + 100 * seed) * t) + 0.05 * rng.normal(size=len(t))
+    rows = [base * (1 - 0.3 * c) for c in range(channels)]
+    return np.stack(rows, axis=1).astype(np.float32)

@@ -25,6 +25,7 @@ from ducho_fast.modalities.audio import (
 from ducho_fast.models.synthetic import save_audio_encoder
 
 from .conftest import shared_or_none
+from .synthetic import tone
 
 sf = pytest.importorskip("soundfile")
 av = pytest.importorskip("av")
@@ -41,28 +42,6 @@ def encoders(tmp_path_factory) -> dict[str, Path]:
         built[model_type] = save_audio_encoder(root / model_type, model_type, "layer")
     built["wav2vec2-group"] = save_audio_encoder(root / "w2v-group", "wav2vec2", "group")
     return built
-
-
-def tone(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * rate)) / rate
-    base = 0.3 * np.sin(2 * np.pi * (200 + 100 * seed) * t) + 0.05 * rng.normal(size=len(t))
-    rows = [base * (1 - 0.3 * c) for c in range(channels)]
-    return np.stack(rows, axis=1).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    """Spoken-digit clips (8 kHz WAV, lengths vary): the shared ones, or tones like them."""
-    folder = tmp_path_factory.mktemp("digits")
-    shared = shared_or_none("audio-fsdd-spoken-digits")
-    if shared is not None:
-        for path in sorted((shared / "recordings").glob("*.wav"))[::150][:8]:
-            shutil.copy(path, folder / path.name)
-    else:
-        for n in range(8):
-            sf.write(folder / f"{n}_synth_{n}.wav", tone(0.3 + 0.07 * n, 8000, seed=n), 8000)
-    return folder
 
 
 @functools.cache

@@ -20,8 +20,8 @@ from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.modalities.audio import AudioPreprocessSpec, stitch, window_bounds
 from ducho_fast.models.synthetic import save_audio_encoder
 
-from .conftest import shared_or_none
-from .test_audio import RATE, eager_model, tone
+from .synthetic import tone
+from .test_audio import RATE, eager_model
 
 sf = pytest.importorskip("soundfile")
 
@@ -38,20 +38,6 @@ def encoders(tmp_path_factory) -> dict[str, Path]:
         "masked": save_audio_encoder(root / "w2v-layer", "wav2vec2", "layer"),
         "unmasked": save_audio_encoder(root / "w2v-group", "wav2vec2", "group"),
     }
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> Path:
-    """Eight spoken-digit clips (8 kHz WAV, lengths vary): the shared ones, or tones."""
-    folder = tmp_path_factory.mktemp("digits")
-    shared = shared_or_none("audio-fsdd-spoken-digits")
-    if shared is not None:
-        for path in sorted((shared / "recordings").glob("*.wav"))[::150][:8]:
-            shutil.copy(path, folder / path.name)
-    else:
-        for n in range(8):
-            sf.write(folder / f"{n}_synth_{n}.wav", tone(0.3 + 0.07 * n, 8000, seed=n), 8000)
-    return folder
 
 
 def eager_frames(model_dir: Path, wave: np.ndarray, layer: int = LAYER) -> np.ndarray:
