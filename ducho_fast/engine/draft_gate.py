@@ -33,7 +33,6 @@ from ducho_fast.core.errors import ExtractionError
 from ducho_fast.core.fidelity import row_cosines
 from ducho_fast.core.image import (
     ImagePreprocessSpec,
-    decode_image,
     draft_side,
     preprocess_image,
     require_regular_file,
@@ -41,8 +40,8 @@ from ducho_fast.core.image import (
 from ducho_fast.core.machine import machine_key
 from ducho_fast.core.options import PipelineOptions
 from ducho_fast.core.records import Blob, Item
-from ducho_fast.modalities.blobs import decode_blob
 from ducho_fast.modalities.files import within
+from ducho_fast.modalities.image import decode_source, image_source
 from ducho_fast.runtime.base import Session
 
 DRAFT_MARGINS = (1.0, 2.0)  # H&M photos: 1 decodes at 1/4 (3.9x exact's rate), 2 at 1/2 (2.2x)
@@ -107,7 +106,7 @@ def gate_sample(items: Sequence[Item], side: int) -> list[str | Blob]:
     stride = max(len(items) // PROBED, 1)
     sources: list[str | Blob] = []
     for item in items[::stride][:PROBED]:
-        source = item.blob if item.blob is not None else item.path
+        source = image_source(item)
         try:
             with open_encoded(source) as image:
                 if image.format == "JPEG" and min(image.size) >= 2 * side:
@@ -123,12 +122,6 @@ def open_encoded(source: str | Blob) -> Image.Image:
         return Image.open(io.BytesIO(blob_bytes(source)))
     require_regular_file(source)  # a FIFO would block the open
     return Image.open(source)
-
-
-def decode_at(source: str | Blob, side: int | None) -> Image.Image:
-    if isinstance(source, Blob):
-        return decode_blob(source, side)
-    return decode_image(source, side)
 
 
 def features(session: Session, pixels: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -152,7 +145,7 @@ def pixel_sets(
     for source in sources:
         try:
             row = [
-                preprocess_image(within(timeout_s, partial(decode_at, source, s)), spec)
+                preprocess_image(within(timeout_s, partial(decode_source, source, s)), spec)
                 for s in sides
             ]
         except Exception:  # a file that does not decode is the run's to record, not the gate's

@@ -427,10 +427,8 @@ class WindowedSession:
             frames = self.run_frames(values, mask, lengths, weights)
             return {name: stitch_clips(parts, owners, starts) for name, parts in frames.items()}
         per_window: dict[str, np.ndarray] = {}
-        trim = not isinstance(self.spec, FeatureSpec)
-        for group in call_groups(lengths, self.spec.masked, self.budget):
-            chunk = chunk_inputs(values, mask, group, lengths, trim)
-            for name, array in self.inner.run(chunk).items():
+        for group, outputs in self.graph_calls(values, mask, lengths):
+            for name, array in outputs.items():
                 out = per_window.setdefault(name, np.zeros((len(values), array.shape[1]), "f4"))
                 out[group] = array
         return {name: pool(array, owners, weights) for name, array in per_window.items()}
@@ -440,13 +438,20 @@ class WindowedSession:
     ) -> dict[str, list[np.ndarray]]:
         """Each window's valid frames `(F, D)` per output (the graph zeroes padded ones)."""
         per_window: dict[str, list[np.ndarray]] = {}
-        for group in call_groups(lengths, self.spec.masked, self.budget):
-            chunk = chunk_inputs(values, mask, group, lengths, True)
-            for name, array in self.inner.run(chunk).items():
+        for group, outputs in self.graph_calls(values, mask, lengths):
+            for name, array in outputs.items():
                 out = per_window.setdefault(name, [np.empty((0, 0), np.float32)] * len(values))
                 for row, window in enumerate(group):
                     out[window] = array[row, : int(frames[window])]
         return per_window
+
+    def graph_calls(
+        self, values: np.ndarray, mask: np.ndarray, lengths: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """The windows (indices) of each graph call and its outputs, row by row."""
+        trim = not isinstance(self.spec, FeatureSpec)  # equal-size windows: no trimming
+        for group in call_groups(lengths, self.spec.masked, self.budget):
+            yield group, self.inner.run(chunk_inputs(values, mask, group, lengths, trim))
 
 
 def chunk_inputs(

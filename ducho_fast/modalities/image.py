@@ -49,9 +49,7 @@ class ImageDataset(FileDataset):
         )
 
     def read(self, item: Item) -> Image.Image:
-        if item.blob is not None:  # encoded bytes in a table's cell (modalities/blobs.py)
-            return decode_blob(item.blob, self.draft_side)
-        return decode_image(item.path, self.draft_side)
+        return decode_source(image_source(item), self.draft_side)
 
     def prepare(self, decoded: Image.Image) -> dict[str, np.ndarray]:
         return {key: preprocess_image(decoded, spec) for key, spec in self.specs.items()}
@@ -90,9 +88,16 @@ def synthetic_images(count: int, size: tuple[int, int], seed: int = 0) -> np.nda
     return np.stack(images)
 
 
-def decode_source(source: Path | Blob) -> Image.Image:
-    """A sample image: a file, or a Parquet table's cell (decoded as the run decodes it)."""
-    return decode_blob(source) if isinstance(source, Blob) else decode_image(source)
+def image_source(item: Item) -> str | Blob:
+    """Where an item's encoded image is: its table cell (modalities/blobs.py), else its file."""
+    return item.blob if item.blob is not None else item.path
+
+
+def decode_source(source: str | Path | Blob, draft_side: int | None = None) -> Image.Image:
+    """A file's or a table cell's image, decoded the same way (draft geometry included)."""
+    if isinstance(source, Blob):
+        return decode_blob(source, draft_side)
+    return decode_image(source, draft_side)
 
 
 def real_images(
@@ -185,12 +190,12 @@ class ImageModality:
         decode (in `timeout_s`) are left out (the run records them)."""
         usable: list[Path | Blob] = []
         for item in items[:: max(len(items) // SAMPLE_IMAGES, 1)][:SAMPLE_IMAGES]:
-            source = item.blob if item.blob is not None else Path(item.path)
+            source = image_source(item)
             try:
                 within(timeout_s, partial(decode_source, source))
             except Exception:  # any image that does not decode is just left out of the sample
                 continue
-            usable.append(source)
+            usable.append(Path(source) if isinstance(source, str) else source)
         return Sample(images=tuple(usable))
 
     def sweep_inputs(self, feed: Feed, items: Sequence[Item]) -> MakeInputs:
